@@ -1,0 +1,1 @@
+"""Bundled data (installed as ``zoo.bundled``): names.txt, the default words file."""

@@ -1,0 +1,159 @@
+"""Assembly: a validated spec becomes a ``Model`` with shapes inferred and weights initialised.
+
+Shapes flow from the model input, token ids ``[B, T]``, through each entry's shape function;
+nothing in a spec states an input size. Two entries that disagree are both named.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.errors import ShapeError, SpecError, ZooError
+from zoo.layer import Place, Shape
+from zoo.registry import Registry, get_registry
+from zoo.spec import Entry, Spec, expand, load_spec
+
+__all__ = ["Model", "SummaryRow", "build_model", "MAX_PARAMS"]
+
+MAX_PARAMS = int(os.environ.get("LAYERZOO_MAX_PARAMS", 50_000_000))
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One line of ``zoo summary``."""
+
+    label: str
+    layer: str
+    shape: Shape
+    params: int
+
+
+class Model(nn.Module):
+    """A spec assembled into a module: int64 context ``[B, T]`` -> float32 logits ``[B, V]``.
+
+    ``model.spec`` and ``model.vocab_size`` are all it takes to build the same architecture
+    again: ``build_model(model.spec, model.vocab_size)``.
+    """
+
+    def __init__(self, layers: list[nn.Module], spec: Spec, vocab_size: int,
+                 entries: list[Entry], shapes: list[Shape]) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*layers)
+        self.spec = spec
+        self.vocab_size = vocab_size
+        self.context = spec.context
+        self.entries = entries
+        self.shapes = shapes
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.layers(context)  # (B, T) int64 -> (B, V) logits
+
+    def summary(self) -> list[SummaryRow]:
+        """Each layer with its output shape (batch left out) and parameter count."""
+        return [SummaryRow(e.label, e.layer.name, s, sum(p.numel() for p in m.parameters()))
+                for e, s, m in zip(self.entries, self.shapes, self.layers)]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def translation_table(self) -> dict[Any, Any]:
+        """ONNX translations the model's layer types supply (for the exporter)."""
+        table: dict[Any, Any] = {}
+        for entry in self.entries:
+            table.update(entry.layer.translation_table())
+        return table
+
+
+def _places(entries: list[Entry], vocab_size: int, context: int) -> list[Place]:
+    places = []
+    for i, entry in enumerate(entries):
+        later = entries[i + 1:]
+        gain = next((e.layer.gain for e in later if e.layer.gain is not None), 1.0)
+        last = all(e.layer.name != entry.layer.name for e in later)
+        places.append(Place(i, entry.label, vocab_size, context, gain, last))
+    return places
+
+
+def infer_shapes(entries: list[Entry], places: list[Place], context: int,
+                 vocab_size: int, source: str) -> list[Shape]:
+    """Each entry's output shape; SpecError naming the entries that disagree."""
+    shape: Shape = (context,)
+    tokens, producer = True, "the model input (token ids)"
+    shapes = []
+    for entry, place in zip(entries, places):
+        if entry.layer.takes_tokens != tokens:
+            want = "token ids" if entry.layer.takes_tokens else "features"
+            have = "token ids" if tokens else f"features of shape {shape}"
+            fix = "; start the layers with an 'embedding'" if tokens else ""
+            raise SpecError(f"{entry.label} takes {want} but {producer} gives {have}{fix}",
+                            source)
+        try:
+            out = entry.layer.shape(shape, entry.params, place)
+        except ShapeError as e:
+            raise SpecError(f"{entry.label}: {e}; its input {shape} comes from {producer}",
+                            source) from None
+        except ZooError as e:
+            raise SpecError(f"{entry.label}: {e}", source) from None
+        except Exception as e:  # a plugin's bug: name the plugin, keep the reason
+            raise SpecError(f"{entry.label}: shape function of plugin {entry.layer.plugin!r} "
+                            f"raised {type(e).__name__}: {e}", source) from None
+        if not (isinstance(out, tuple) and all(isinstance(n, int) and n > 0 for n in out)):
+            raise SpecError(f"{entry.label}: plugin {entry.layer.plugin!r} returned the "
+                            f"shape {out!r}; expected a tuple of positive integers", source)
+        shapes.append(out)
+        shape, tokens, producer = out, False, entry.label
+    if shape != (vocab_size,):
+        raise SpecError(f"the model must end with logits of shape ({vocab_size},) for a "
+                        f"{vocab_size}-symbol vocabulary, but {producer} gives {shape}"
+                        + ("; add a 'flatten' before the last linear" if len(shape) > 1
+                           else "; end with a 'linear' (its 'out' defaults to the vocabulary)"),
+                        source)
+    return shapes
+
+
+def _build_layers(entries: list[Entry], places: list[Place], context: int,
+                  shapes: list[Shape], source: str) -> list[nn.Module]:
+    modules = []
+    for entry, place, in_shape in zip(entries, places, [(context,), *shapes[:-1]]):
+        try:
+            module = entry.layer.build(in_shape, entry.params, place)
+        except ZooError as e:
+            raise SpecError(f"{entry.label}: {e}", source) from None
+        except Exception as e:
+            raise SpecError(f"{entry.label}: building it in plugin {entry.layer.plugin!r} "
+                            f"raised {type(e).__name__}: {e}", source) from None
+        if not isinstance(module, nn.Module):
+            raise SpecError(f"{entry.label}: plugin {entry.layer.plugin!r} built "
+                            f"{type(module).__name__}; expected a torch.nn.Module", source)
+        modules.append(module)
+    return modules
+
+
+def build_model(spec: Any, vocab_size: int, *, context: int | None = None,
+                registry: Registry | None = None) -> Model:
+    """Validate ``spec`` (entries, file, preset name or Spec), infer shapes, build and init.
+
+    Uses torch's global RNG for initialisation: seed it first for a reproducible model.
+    """
+    registry = registry or get_registry()
+    spec = load_spec(spec, context=context, registry=registry)
+    if not isinstance(vocab_size, int) or vocab_size < 2:
+        raise SpecError(f"vocabulary size must be an integer >= 2, got {vocab_size!r}",
+                        spec.source)
+    entries = expand(spec, registry)
+    places = _places(entries, vocab_size, spec.context)
+    shapes = infer_shapes(entries, places, spec.context, vocab_size, spec.source)
+    with torch.device("meta"):  # count parameters before allocating any
+        size = sum(p.numel() for m in _build_layers(entries, places, spec.context, shapes,
+                                                    spec.source) for p in m.parameters())
+    if size > MAX_PARAMS:
+        raise SpecError(f"the model would have {size:,} parameters; layerzoo refuses more than "
+                        f"{MAX_PARAMS:,} (set LAYERZOO_MAX_PARAMS to raise the limit)",
+                        spec.source)
+    layers = _build_layers(entries, places, spec.context, shapes, spec.source)
+    return Model(layers, spec, vocab_size, entries, shapes)

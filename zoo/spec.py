@@ -1,0 +1,316 @@
+"""Specs: read (Python, TOML, JSON, preset name), validate, and expand into layer entries.
+
+A spec is a model (context length, layers) plus a training recipe::
+
+    description = "MLP with BatchNorm"
+    [model]
+    context = 3
+    layers = [{type = "embedding", dim = 10}, {type = "linear", out = 200, bias = false},
+              "batchnorm", "tanh", "linear"]
+    [train]
+    steps = 10000
+
+An entry is a layer name or a table with ``type``; ``{repeat = 4, layers = [...]}`` repeats a
+block. Validation runs before anything is built and reports every problem at once, each naming
+the entry, the key, what was expected and what was given. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import SpecError, did_you_mean
+from zoo.layer import LayerType
+from zoo.recipe import Recipe
+from zoo.registry import Registry, get_registry
+
+__all__ = ["Spec", "Entry", "load_spec", "read_spec_file", "expand", "DEFAULT_CONTEXT"]
+
+DEFAULT_CONTEXT = 3  # makemore's MLP; a spec sets model.context to change it
+MAX_SPEC_BYTES = 1 << 20  # a spec file larger than this is refused unread
+MAX_ENTRIES = 1000  # layers after repeats are unrolled
+MAX_CONTEXT = 4096
+TOP_KEYS = ("description", "model", "train")
+MODEL_KEYS = ("context", "layers")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A model spec as written (repeats not unrolled), with where it came from."""
+
+    layers: list[Any]
+    context: int = DEFAULT_CONTEXT
+    train: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    source: str = "<python>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (JSON/TOML-ready); ``Spec.from_dict`` reads it back."""
+        return {"description": self.description,
+                "model": {"context": self.context, "layers": self.layers},
+                "train": dict(self.train)}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<python>") -> Spec:
+        """Check the top-level shape of spec data and make a Spec (entries are not checked)."""
+        if not isinstance(data, dict):
+            raise SpecError(f"expected a table with 'model' (and optionally 'train', "
+                            f"'description'), got {_kind(data)}", source)
+        problems = _unknown_keys(data, TOP_KEYS, "top level")
+        model = data.get("model")
+        if model is None:
+            problems.append("key 'model' is missing: expected a table with 'layers' "
+                            "(and optionally 'context')")
+            model = {}
+        elif not isinstance(model, dict):
+            problems.append(f"key 'model': expected a table, got {_kind(model)}")
+            model = {}
+        problems += _unknown_keys(model, MODEL_KEYS, "model")
+        train = data.get("train", {})
+        if not isinstance(train, dict):
+            problems.append(f"key 'train': expected a table, got {_kind(train)}")
+            train = {}
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            problems.append(f"key 'description': expected a string, got {_kind(description)}")
+            description = ""
+        context = model.get("context", DEFAULT_CONTEXT)
+        if problems:
+            raise SpecError(problems, source)
+        return cls(model.get("layers"), context, dict(train), description, source)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One layer of a validated spec, repeats unrolled, parameters converted."""
+
+    index: int  # position in the unrolled list
+    label: str  # "entry 2.1 (linear, repeat 3 of 4)"
+    layer: LayerType
+    params: Any  # an instance of layer.params
+
+
+def _kind(value: Any) -> str:
+    """How a message names a value it did not expect: its type and a short repr."""
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{type(value).__name__} {text}" if not isinstance(value, str) else f"string {text}"
+
+
+def _unknown_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> list[str]:
+    out = []
+    for key in table:
+        if key not in known:
+            hint = did_you_mean(str(key), known)
+            out.append(f"{where}: unknown key {key!r}{hint}; expected one of "
+                       + ", ".join(repr(k) for k in known))
+    return out
+
+
+def read_spec_file(path: str | Path) -> Spec:
+    """Read a TOML or JSON spec file; syntax errors name the file and line."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise SpecError(f"{path} is a directory, not a spec file")
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path} is {size:,} bytes; specs are refused above "
+                            f"{MAX_SPEC_BYTES:,} bytes")
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        except RecursionError:
+            raise SpecError(f"{path}: invalid JSON: nested too deeply") from None
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            line = getattr(e, "lineno", None)
+            where = f"{path}:{line}" if line else str(path)
+            raise SpecError(f"{where}: invalid TOML: {getattr(e, 'msg', e)}") from None
+        except RecursionError:
+            raise SpecError(f"{path}: invalid TOML: nested too deeply") from None
+    return Spec.from_dict(data, source=str(path))
+
+
+def load_spec(source: Any, *, context: int | None = None,
+              registry: Registry | None = None) -> Spec:
+    """Make a Spec from a list of entries, a dict, a Spec, a file path or a preset name.
+
+    ``context`` overrides the context length (a Python list defaults to 3).
+    """
+    if isinstance(source, Spec):
+        spec = source
+    elif isinstance(source, list):
+        spec = Spec(source, DEFAULT_CONTEXT)
+    elif isinstance(source, dict):
+        spec = Spec.from_dict(source)
+    elif isinstance(source, (str, Path)):
+        spec = _named(str(source), registry or get_registry())
+    else:
+        raise SpecError(f"expected a list of layer entries, a table, a file path or a preset "
+                        f"name, got {_kind(source)}")
+    if context is not None:
+        spec = Spec(spec.layers, context, spec.train, spec.description, spec.source)
+    return spec
+
+
+def _named(name: str, registry: Registry) -> Spec:
+    path = Path(name)
+    if path.suffix.lower() in (".toml", ".json") or path.exists() or "/" in name:
+        return read_spec_file(path)
+    if name in registry.presets:
+        preset = registry.presets[name]
+        return Spec.from_dict(preset.spec, source=f"preset {name!r}")
+    conflict = registry.conflict("preset", name)
+    if conflict:
+        raise SpecError(conflict)
+    raise SpecError(f"no preset or spec file named {name!r}"
+                    f"{did_you_mean(name, registry.presets)}; `zoo presets` lists presets")
+
+
+def expand(spec: Spec, registry: Registry | None = None) -> list[Entry]:
+    """Validate a spec's entries and recipe; return the layers with repeats unrolled.
+
+    Raises SpecError listing every problem found. Shapes are checked later, by the builder.
+    """
+    registry = registry or get_registry()
+    problems: list[str] = []
+    ctx = spec.context
+    if not isinstance(ctx, int) or isinstance(ctx, bool):
+        problems.append(f"model.context: expected an integer >= 1, got {_kind(ctx)}")
+    elif not 1 <= ctx <= MAX_CONTEXT:
+        problems.append(f"model.context: expected an integer from 1 to {MAX_CONTEXT}, got {ctx}")
+    problems += check_recipe(spec.train)
+    entries: list[Entry] = []
+    if not isinstance(spec.layers, list):
+        problems.append(f"model.layers: expected a list of layer entries, got "
+                        f"{'nothing' if spec.layers is None else _kind(spec.layers)}")
+    elif not spec.layers:
+        problems.append("model.layers is empty: a model needs at least one layer")
+    else:
+        _expand(spec.layers, "", "", registry, entries, problems)
+    if problems:
+        raise SpecError(problems, spec.source)
+    return entries
+
+
+def check_recipe(train: dict[str, Any]) -> list[str]:
+    """Problems with a [train] table, checked against Recipe's declared fields."""
+    fields = Recipe.fields()
+    problems = []
+    for key, value in train.items():
+        info = fields.get(key)
+        if info is None:
+            problems.append(f"train: unknown key {key!r}"
+                            f"{did_you_mean(str(key), fields)}")
+            continue
+        ok, _, reason = info.check(value)
+        if not ok:
+            problems.append(f"train.{key}: {reason}, got {_kind(value)}")
+    return problems
+
+
+def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
+            out: list[Entry], problems: list[str]) -> None:
+    for i, item in enumerate(items):
+        where = f"entry {prefix}{i}"
+        if len(out) > MAX_ENTRIES:
+            problems.append(f"more than {MAX_ENTRIES:,} layers after unrolling repeats; "
+                            "the spec is refused")
+            return
+        if isinstance(item, dict) and "repeat" in item:
+            _expand_block(item, where, f"{prefix}{i}.", suffix, registry, out, problems)
+            continue
+        if isinstance(item, str):
+            name, given = item, {}
+        elif isinstance(item, dict):
+            if "type" not in item:
+                problems.append(f"{where}: key 'type' is missing: expected a layer name, e.g. "
+                                "{type = \"linear\", out = 200}, or a block {repeat = N, "
+                                "layers = [...]}")
+                continue
+            name, given = item["type"], {k: v for k, v in item.items() if k != "type"}
+        else:
+            problems.append(f"{where}: expected a layer name or a table with 'type', got "
+                            f"{_kind(item)}")
+            continue
+        if not isinstance(name, str):
+            problems.append(f"{where}: key 'type': expected a layer name, got {_kind(name)}")
+            continue
+        layer = registry.layers.get(name)
+        if layer is None:
+            reason = registry.conflict("layer", name) or (
+                f"unknown layer {name!r}{did_you_mean(name, registry.layers)}")
+            problems.append(f"{where}: {reason}")
+            continue
+        label = f"{where} ({name}{suffix})"
+        params = _params(layer, given, label, problems)
+        if params is not None:
+            out.append(Entry(len(out), label, layer, params))
+
+
+def _expand_block(item: dict[str, Any], where: str, prefix: str, suffix: str,
+                  registry: Registry, out: list[Entry], problems: list[str]) -> None:
+    count, body = item["repeat"], item.get("layers")
+    bad = [k for k in item if k not in ("repeat", "layers")]
+    for key in bad:
+        problems.append(f"{where} (repeat block): unknown key {key!r}"
+                        f"{did_you_mean(str(key), ('repeat', 'layers'))}")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        problems.append(f"{where} (repeat block): key 'repeat': expected an integer >= 1, got "
+                        f"{_kind(count)}")
+        return
+    if not isinstance(body, list) or not body:
+        problems.append(f"{where} (repeat block): key 'layers': expected a non-empty list of "
+                        f"layer entries, got {'nothing' if body is None else _kind(body)}")
+        return
+    if count * len(body) > MAX_ENTRIES:
+        problems.append(f"{where} (repeat block): {count:,} repeats of {len(body)} layers "
+                        f"exceed the limit of {MAX_ENTRIES:,} layers; the spec is refused")
+        return
+    for r in range(count):
+        before = len(problems)
+        _expand(body, prefix, f"{suffix}, repeat {r + 1} of {count}", registry, out, problems)
+        if len(problems) > before:  # the same mistake in every repeat: report it once
+            return
+
+
+def _params(layer: LayerType, given: dict[str, Any], label: str,
+            problems: list[str]) -> Any | None:
+    infos = {p.name: p for p in layer.parameters()}
+    values: dict[str, Any] = {}
+    ok = True
+    for key, value in given.items():
+        info = infos.get(key)
+        if info is None:
+            hint = did_you_mean(str(key), infos)
+            known = ", ".join(repr(k) for k in infos) or "none"
+            problems.append(f"{label}: unknown key {key!r}{hint}; {layer.name} takes {known}")
+            ok = False
+            continue
+        good, converted, reason = info.check(value)
+        if not good:
+            problems.append(f"{label}: key {key!r}: {reason}, got {_kind(value)}")
+            ok = False
+        values[key] = converted
+    for name, info in infos.items():
+        if info.required and name not in given:
+            problems.append(f"{label}: key {name!r} is missing: expected "
+                            f"{info.describe_type()} ({info.doc})")
+            ok = False
+    return layer.params(**values) if ok else None
