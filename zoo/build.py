@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -60,6 +61,16 @@ class Model(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def numpy_logits(self, context: np.ndarray) -> np.ndarray:
+        """Eval-mode logits for int64 contexts [B, T] as float32 [B, V] (for the sampler)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(torch.from_numpy(np.ascontiguousarray(context, np.int64))).numpy()
+        finally:
+            self.train(was_training)
 
     def translation_table(self) -> dict[Any, Any]:
         """ONNX translations the model's layer types supply (for the exporter)."""

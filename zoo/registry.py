@@ -13,6 +13,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -22,7 +23,8 @@ from zoo import hookspecs
 from zoo.errors import PluginError, did_you_mean
 from zoo.layer import LayerType, declaration_problems
 
-__all__ = ["Registry", "PluginInfo", "Preset", "get_registry", "reset_registry"]
+__all__ = ["Registry", "PluginInfo", "PluginWarning", "Preset", "get_registry", "load_plugins",
+           "reset_registry"]
 
 ENTRY_POINT_GROUP = "layerzoo"
 STRICT_ENV = "LAYERZOO_STRICT_PLUGINS"
@@ -202,11 +204,31 @@ class Registry:
 _REGISTRY: Registry | None = None
 
 
+class PluginWarning(UserWarning):
+    """A plugin failed to load or register; the others were loaded."""
+
+
 def get_registry() -> Registry:
-    """The process-wide registry, loaded on first use (idempotent)."""
+    """The process-wide registry, loaded on first use (idempotent).
+
+    Plugin failures become PluginWarning (or PluginError with LAYERZOO_STRICT_PLUGINS=1).
+    """
     global _REGISTRY
     if _REGISTRY is None:
-        _REGISTRY = Registry.load()
+        registry = Registry.load()
+        for problem in registry.problems():
+            warnings.warn(problem, PluginWarning, stacklevel=2)
+        _REGISTRY = registry
+    return _REGISTRY
+
+
+def load_plugins(*, strict: bool | None = None) -> Registry:
+    """(Re)load every plugin into the process-wide registry and return it, without warnings.
+
+    The CLI uses this and reports ``registry.problems()`` itself.
+    """
+    global _REGISTRY
+    _REGISTRY = Registry.load(strict=strict)
     return _REGISTRY
 
 

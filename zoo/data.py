@@ -1,0 +1,169 @@
+"""Words file -> vocabulary, (context, next character) windows and a seeded 80/10/10 split.
+
+One word per line; lines are stripped and blank lines skipped. The vocabulary is '.' (index 0,
+the word boundary) followed by the sorted characters of the file. Windows are built with numpy
+in one pass, not a Python loop per character.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import DataError
+
+__all__ = ["Vocab", "Dataset", "read_words", "windows", "split_words", "load_dataset",
+           "default_words_file", "BOUNDARY", "MAX_WORD_LENGTH"]
+
+BOUNDARY = "."
+MAX_WORD_LENGTH = 256  # longer lines are not words: refuse them with the line number
+MAX_FILE_BYTES = 1 << 30
+
+
+def default_words_file() -> Path:
+    """The bundled corpus, data/names.txt (installed as zoo.bundled)."""
+    return Path(str(importlib.resources.files("zoo.bundled") / "names.txt"))
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Symbols by index: '.' first (the word boundary), then the sorted characters."""
+
+    chars: tuple[str, ...]
+
+    @classmethod
+    def from_words(cls, words: list[str]) -> Vocab:
+        return cls((BOUNDARY, *sorted(set("".join(words)))))
+
+    @property
+    def size(self) -> int:
+        return len(self.chars)
+
+    def index(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.chars)}
+
+    def encode(self, text: str, what: str = "text") -> list[int]:
+        """Ids of ``text``'s characters; DataError naming any character outside the vocabulary."""
+        index = self.index()
+        missing = sorted({c for c in text if c not in index or c == BOUNDARY})
+        if missing:
+            raise DataError(f"{what} {text!r} has characters outside the model's vocabulary: "
+                            + ", ".join(repr(c) for c in missing)
+                            + f" (the vocabulary is {''.join(self.chars[1:])!r})")
+        return [index[c] for c in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def to_json(self) -> str:
+        return json.dumps({"chars": list(self.chars)}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Vocab:
+        chars = json.loads(text)["chars"]
+        if (not isinstance(chars, list) or len(chars) < 2 or chars[0] != BOUNDARY
+                or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+                or len(set(chars)) != len(chars)):
+            raise ValueError("expected {'chars': ['.', ...]} with distinct single characters")
+        return cls(tuple(chars))
+
+
+def read_words(path: str | Path) -> list[str]:
+    """The words of a file, one per line, stripped; DataError naming the file and line."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; expected a words file (one word per line)")
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise DataError(f"{path} is larger than {MAX_FILE_BYTES:,} bytes; refusing to read it")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such words file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 (byte {raw[e.start]:#04x}); save the file as "
+                        "UTF-8") from None
+    words = []
+    for number, line in enumerate(text.splitlines(), 1):
+        word = line.strip()
+        if not word:
+            continue
+        if len(word) > MAX_WORD_LENGTH:
+            raise DataError(f"{path}:{number}: a line of {len(word):,} characters; words are at "
+                            f"most {MAX_WORD_LENGTH} (is this a words file, one word per line?)")
+        bad = next((c for c in word if c == BOUNDARY or unicodedata.category(c) == "Cc"), None)
+        if bad is not None:
+            why = ("'.' is the word boundary" if bad == BOUNDARY
+                   else "control characters cannot be sampled")
+            raise DataError(f"{path}:{number}: word {word!r} contains {bad!r}; {why}")
+        words.append(word)
+    if not words:
+        raise DataError(f"{path}: no words (the file is empty or has only blank lines)")
+    return words
+
+
+def windows(words: list[str], vocab: Vocab, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (context, next id) pair of every word, '.'-padded: X int64 [N, T], Y int64 [N]."""
+    if not words:
+        return np.zeros((0, context), np.int64), np.zeros(0, np.int64)
+    codes = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32)
+    table = np.array([ord(c) for c in vocab.chars[1:]], dtype=np.uint32)  # sorted code points
+    ids = np.searchsorted(table, codes).astype(np.int64) + 1
+    lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
+    seg = lengths + context + 1  # per word: T pad ids, its characters, the closing '.'
+    starts = np.cumsum(seg) - seg
+    flat = np.zeros(int(seg.sum()), np.int64)
+    flat[_positions(starts + context, lengths)] = ids
+    targets = _positions(starts + context, lengths + 1)  # (N,) every character and the end
+    x = flat[targets[:, None] - context + np.arange(context)]  # (N, T)
+    return x, flat[targets]
+
+
+def _positions(begin: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ranges begin[i] .. begin[i] + counts[i] - 1."""
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    return np.repeat(begin, counts) + offsets
+
+
+def split_words(words: list[str], seed: int) -> tuple[list[str], list[str], list[str]]:
+    """A seeded 80/10/10 split by word (the same for the same words and seed)."""
+    if len(words) < 10:
+        raise DataError(f"{len(words)} words are too few for an 80/10/10 split; need at least 10")
+    order = np.random.default_rng(seed).permutation(len(words))
+    n1, n2 = int(0.8 * len(words)), int(0.9 * len(words))
+    pick = [words[i] for i in order]
+    return pick[:n1], pick[n1:n2], pick[n2:]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A words file made ready for training: vocabulary, split, windows."""
+
+    path: str
+    sha256: str
+    vocab: Vocab
+    context: int
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # "train" | "val" | "test" -> (X, Y)
+    words: dict[str, int]  # words per split
+
+
+def load_dataset(path: str | Path | None, context: int, seed: int) -> Dataset:
+    """Read, split and window a words file (default: the bundled names.txt)."""
+    path = Path(path) if path is not None else default_words_file()
+    words = read_words(path)
+    vocab = Vocab.from_words(words)
+    parts = dict(zip(("train", "val", "test"), split_words(words, seed)))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return Dataset(str(path), digest, vocab, context,
+                   {k: windows(v, vocab, context) for k, v in parts.items()},
+                   {k: len(v) for k, v in parts.items()})
