@@ -192,6 +192,88 @@ def train_cmd(ctx: click.Context, spec: str, data: Path | None, out: Path | None
         click.echo("samples: " + " ".join(words))
 
 
+@main.command("export")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="The .onnx file to write [default: RUN/model.onnx].")
+@click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True,
+              help="ONNX opset version.")
+@click.pass_context
+def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int) -> None:
+    """Export RUN's model to one self-contained ONNX file (eval mode, dynamic batch)."""
+    from collections import Counter
+
+    import onnx
+
+    from zoo.export.onnx import export_run
+
+    registry(ctx)
+    path = export_run(run, output, opset=opset)
+    ops = Counter(n.op_type for n in onnx.load(path).graph.node)
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    click.echo("ops: " + ", ".join(f"{op} x{count}" if count > 1 else op
+                                   for op, count in ops.items()))
+
+
+@main.command("sample")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-n", "count", type=click.IntRange(min=0), default=20, show_default=True,
+              help="How many words.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Divide the logits by this (> 0; lower is more conservative).")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help="Sample only from the K most likely characters (1 is greedy).")
+@click.option("--prefix", default="", help="Start every word with this.")
+@click.option("--max-length", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Cut words at this many characters.")
+@click.pass_context
+def sample_cmd(ctx: click.Context, source: Path, count: int, seed: int, temperature: float,
+               top_k: int | None, prefix: str, max_length: int) -> None:
+    """Sample words from SOURCE: a .onnx file (onnxruntime, no torch) or a run directory."""
+    from zoo.sampling import sample
+
+    if source.is_dir():
+        from zoo.rundir import open_run
+
+        registry(ctx)
+        run = open_run(source)
+        logits_fn, vocab, context = run.model.numpy_logits, run.vocab.chars, run.spec.context
+    else:
+        from zoo.export.runtime import OnnxModel
+
+        model = OnnxModel.load(source)
+        logits_fn, vocab, context = model.logits, model.vocab, model.context
+    words = sample(logits_fn, vocab=vocab, context=context, n=count, seed=seed,
+                   temperature=temperature, top_k=top_k, prefix=prefix, max_length=max_length)
+    if words:
+        click.echo("\n".join(words))
+
+
+@main.command("check")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("onnx_file", metavar="MODEL.onnx", type=click.Path(path_type=Path))
+@click.option("--samples", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Words to sample through each backend with the same seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.pass_context
+def check_cmd(ctx: click.Context, run: Path, onnx_file: Path, samples: int, seed: int) -> None:
+    """Compare RUN's torch model with MODEL.onnx; exit 1 if they disagree."""
+    from zoo.export.check import check
+
+    registry(ctx)
+    result = check(run, onnx_file, samples=samples, seed=seed)
+    verdict = "ok" if result.logits_match else "DIFFER"
+    click.echo(f"logits: max |onnxruntime - torch| = {result.max_abs_diff:.3g} over "
+               f"{result.contexts:,} validation contexts (atol {result.atol:g}, rtol "
+               f"{result.rtol:g}): {verdict}")
+    click.echo(f"samples: {result.samples} words with seed {seed}: "
+               + ("identical" if result.samples_match
+                  else f"{len(result.mismatches)} DIFFER, e.g. {result.mismatches[0]}"))
+    if not result.ok:
+        ctx.exit(1)
+
+
 def _fresh_dir(base: Path) -> Path:
     if not base.exists():
         return base

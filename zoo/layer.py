@@ -8,6 +8,7 @@ Validation, ``zoo layers`` and the docs all read the same declaration.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -110,17 +111,24 @@ class ParamInfo:
     def describe_type(self) -> str:
         return describe(self.annotation)
 
+    def expected(self) -> str:
+        """What a valid value is, in words: 'an integer >= 1', "one of 'a', 'b'"."""
+        words = describe(self.annotation)
+        if self.min is not None:
+            words += f" >= {self.min:g}"
+        if self.max is not None:
+            words += f" <= {self.max:g}" if self.min is None else f" and <= {self.max:g}"
+        return words
+
     def check(self, value: Any) -> tuple[bool, Any, str]:
         """Return (ok, converted value, reason) for a value given in a spec."""
         ok, converted = conform(value, self.annotation)
-        if not ok:
-            return False, value, f"expected {describe(self.annotation)}"
-        if isinstance(converted, (int, float)) and not isinstance(converted, bool):
-            if self.min is not None and converted < self.min:
-                return False, value, f"expected {describe(self.annotation)} >= {self.min:g}"
-            if self.max is not None and converted > self.max:
-                return False, value, f"expected {describe(self.annotation)} <= {self.max:g}"
-        return True, converted, ""
+        in_bounds = not (isinstance(converted, (int, float)) and not isinstance(converted, bool)
+                         and ((self.min is not None and converted < self.min)
+                              or (self.max is not None and converted > self.max)))
+        if ok and in_bounds:
+            return True, converted, ""
+        return False, value, f"expected {self.expected()}"
 
 
 def _options(annotation: Any) -> tuple[Any, ...]:
@@ -147,7 +155,9 @@ def conform(value: Any, annotation: Any) -> tuple[bool, Any]:
             if isinstance(value, int) and not isinstance(value, bool):
                 return True, value
         elif option is float:
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # nan and inf are never meaningful layer or recipe settings
+            if (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value)):
                 return True, float(value)
         elif option is str:
             if isinstance(value, str):
@@ -162,7 +172,7 @@ def describe(annotation: Any) -> str:
         if typing.get_origin(option) is Literal:
             words.append("one of " + ", ".join(repr(c) for c in typing.get_args(option)))
         else:
-            words.append({int: "an integer", float: "a number", bool: "true or false",
+            words.append({int: "an integer", float: "a finite number", bool: "true or false",
                           str: "a string", type(None): "none"}.get(option, str(option)))
     return " or ".join(words)
 

@@ -54,6 +54,11 @@ class Preset:
     plugin: str
 
 
+def _add_error(info: PluginInfo, message: str) -> None:
+    """Record why a plugin failed, keeping earlier reasons (one plugin can fail twice)."""
+    info.error = f"{info.error}; {message}" if info.error else message
+
+
 def _layerzoo_version() -> str:
     try:
         return importlib.metadata.version("layerzoo")
@@ -116,21 +121,22 @@ class Registry:
         try:
             self._pm.register(loader(), name=name)
         except Exception as e:  # a plugin's import may raise anything; isolate it
-            info.error = f"failed to load: {type(e).__name__}: {e}"
+            _add_error(info, f"failed to load: {type(e).__name__}: {e}")
 
     def _collect(self) -> None:
         owners: dict[str, str] = {}
         preset_owners: dict[str, str] = {}
         for hook, kind in ((self._pm.hook.layerzoo_register_layers, "layers"),
                            (self._pm.hook.layerzoo_register_presets, "presets")):
-            # pluggy calls implementations last-registered first; keep load order instead
-            for impl in reversed(hook.get_hookimpls()):
+            # get_hookimpls() is in registration (load) order; pluggy *calls* them in reverse,
+            # so iterate it as is: tables and conflict messages follow load order
+            for impl in hook.get_hookimpls():
                 info = self.plugins[impl.plugin_name]
                 collected: list[Any] = []
                 try:
                     impl.function(register=lambda *a, **k: collected.append((a, k)))
                 except Exception as e:
-                    info.error = f"raised in {hook.name}: {type(e).__name__}: {e}"
+                    _add_error(info, f"raised in {hook.name}: {type(e).__name__}: {e}")
                     continue
                 for args, kwargs in collected:
                     if kind == "layers":
@@ -144,7 +150,7 @@ class Registry:
             "register() takes one LayerType"]
         if problems:
             what = getattr(layer, "name", repr(layer))
-            info.error = f"invalid layer {what!r}: " + "; ".join(problems)
+            _add_error(info, f"invalid layer {what!r}: " + "; ".join(problems))
             return
         name = layer.name
         if name in owners:
@@ -158,7 +164,7 @@ class Registry:
     def _register_preset(self, info: PluginInfo, owners: dict[str, str], name: Any = None,
                          spec: Any = None, description: str = "") -> None:
         if not isinstance(name, str) or not isinstance(spec, dict):
-            info.error = f"invalid preset {name!r}: expected register(name: str, spec: dict)"
+            _add_error(info, f"invalid preset {name!r}: expected register(name: str, spec: dict)")
             return
         if name in owners:
             self.conflicts.setdefault(f"preset {name!r}", [owners[name]]).append(info.name)

@@ -66,7 +66,9 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise ArtifactError(f"{path} is missing") from None
     except OSError as e:
         raise ArtifactError(f"{path}: cannot read: {e.strerror}") from None
-    if data[:1] == b"\x80" or data[:2] == b"PK":  # pickle protocol 2+ / torch.save zip
+    # a safetensors file is an 8-byte header length, then a JSON header starting with '{'
+    looks_pickled = data[:1] == b"\x80" or data[:2] == b"PK"  # pickle 2+ / torch.save's zip
+    if data[8:9] != b"{" and looks_pickled:
         raise ArtifactError(f"{path} is a pickle or torch.save file, not safetensors; layerzoo "
                             "never unpickles (it can run code)")
     try:

@@ -18,6 +18,7 @@ the entry, the key, what was expected and what was given. Nothing here imports t
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ MAX_ENTRIES = 1000  # layers after repeats are unrolled
 MAX_CONTEXT = 4096
 TOP_KEYS = ("description", "model", "train")
 MODEL_KEYS = ("context", "layers")
+TOML_AT = re.compile(r" \(at line (\d+), column \d+\)$")
 
 
 @dataclass(frozen=True)
@@ -139,9 +141,12 @@ def read_spec_file(path: str | Path) -> Spec:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            line = getattr(e, "lineno", None)
+            line, reason = getattr(e, "lineno", None), getattr(e, "msg", None) or str(e)
+            at = TOML_AT.search(reason)  # before Python 3.14 the position is only in the text
+            if at:
+                line, reason = int(at.group(1)), reason[:at.start()]
             where = f"{path}:{line}" if line else str(path)
-            raise SpecError(f"{where}: invalid TOML: {getattr(e, 'msg', e)}") from None
+            raise SpecError(f"{where}: invalid TOML: {reason}") from None
         except RecursionError:
             raise SpecError(f"{path}: invalid TOML: nested too deeply") from None
     return Spec.from_dict(data, source=str(path))
@@ -311,6 +316,6 @@ def _params(layer: LayerType, given: dict[str, Any], label: str,
     for name, info in infos.items():
         if info.required and name not in given:
             problems.append(f"{label}: key {name!r} is missing: expected "
-                            f"{info.describe_type()} ({info.doc})")
+                            f"{info.expected()} ({info.doc})")
             ok = False
     return layer.params(**values) if ok else None

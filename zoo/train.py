@@ -232,8 +232,13 @@ def _prepare_out(out: Path) -> None:
 
 def train(spec: Any = "mlp-bn", *, data: str | Path | None = None, out: str | Path,
           overrides: dict[str, Any] | None = None, resume: bool = False,
-          progress: bool = True, log: Callable[[str], None] = print) -> TrainResult:
-    """Train a spec on a words file into run directory ``out`` (or resume the run there)."""
+          progress: bool = True, log: Callable[[str], None] | None = None,
+          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train a spec on a words file into run directory ``out`` (or resume the run there).
+
+    ``progress`` shows a bar with the running loss; ``log`` receives a line per evaluation;
+    ``on_step(step, loss)`` is called after every optimizer step (for logging or tests).
+    """
     out = Path(out)
     if resume:
         if overrides:
@@ -276,12 +281,14 @@ def train(spec: Any = "mlp-bn", *, data: str | Path | None = None, out: str | Pa
         rundir.write_json(out / rundir.META, meta)
         save_checkpoint(out, model, optimizer, generator, 0)
         rundir.save_weights(out / rundir.WEIGHTS, model)
-    return _loop(out, model, optimizer, generator, recipe, dataset, meta, start, progress, log)
+    return _loop(out, model, optimizer, generator, recipe, dataset, meta, start, progress, log,
+                 on_step)
 
 
 def _loop(out: Path, model: Model, optimizer: torch.optim.Optimizer,
           generator: torch.Generator, recipe: Recipe, dataset: Dataset, meta: dict[str, Any],
-          start: int, progress: bool, log: Callable[[str], None]) -> TrainResult:
+          start: int, progress: bool, log: Callable[[str], None] | None,
+          on_step: Callable[[int, float], None] | None) -> TrainResult:
     xtr, ytr = (torch.from_numpy(a) for a in dataset.splits["train"])
     xval, yval = dataset.splits["val"]
     metrics = _read_metrics(out, start)
@@ -318,6 +325,8 @@ def _loop(out: Path, model: Model, optimizer: torch.optim.Optimizer,
                                     "--lr")
             window.append(loss)
             bar.update(1)
+            if on_step is not None:
+                on_step(step, loss)
             done = step + 1
             if done % 50 == 0:
                 bar.set_postfix(loss=f"{sum(window[-50:]) / len(window[-50:]):.4f}")
@@ -331,8 +340,13 @@ def _loop(out: Path, model: Model, optimizer: torch.optim.Optimizer,
                 atomic.write_text(out / rundir.METRICS,
                                   "".join(json.dumps(m) + "\n" for m in metrics))
                 checkpoint(done, "running")
-                bar.write(f"step {done:>7,}  train {row['train_loss']:.4f}  "
-                          f"val {row['val_loss']:.4f}") if progress else None
+                if log is not None:
+                    line = (f"step {done:>7,}  train {row['train_loss']:.4f}  "
+                            f"val {row['val_loss']:.4f}")
+                    if progress:
+                        bar.write(line)
+                    else:
+                        log(line)
     final = {f"{k}_loss": evaluate(model, *dataset.splits[k]) for k in ("train", "val", "test")}
     meta["metrics"] = final
     checkpoint(recipe.steps, "finished")

@@ -1,0 +1,34 @@
+# The two commands of the README:  make demo  (train, export, sample)  and  make test.
+# Both create .venv on first use. torch==2.13.0 is installed first and pinned: an open range
+# can pull a multi-GB CUDA build, while 2.13.0 resolves to a CPU wheel.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.layerzoo-installed
+RUN    ?= runs/demo
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml tests/thirdparty/extra/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet ./tests/thirdparty/extra
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(RUN)
+	$(BIN)/zoo train mlp-bn --out $(RUN)
+	$(BIN)/zoo export $(RUN) -o $(RUN)/model.onnx
+	$(BIN)/zoo sample $(RUN)/model.onnx -n 10 --seed 0
+	$(BIN)/zoo check $(RUN) $(RUN)/model.onnx
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check zoo plugins export tests benchmarks data
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

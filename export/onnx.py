@@ -1,0 +1,209 @@
+"""ONNX export: a trained model becomes one self-contained .onnx file.
+
+    zoo export runs/mlp-bn -o model.onnx
+
+The file holds the eval-mode graph (BatchNorm on running statistics, folded into the Gemm
+where the optimizer can), input ``context`` int64 [batch, T] and output ``logits`` float32
+[batch, V] with a dynamic batch axis, every weight inline (no external data), and in its
+metadata_props everything a sampler needs: vocab, context, spec, versions, metrics. It passes
+``onnx.checker`` (full check) and is written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import json
+import logging
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from zoo import atomic
+from zoo.build import Model
+from zoo.errors import ArtifactError
+from zoo.rundir import Run, open_run
+
+__all__ = ["export_onnx", "export_run", "layerzoo_metadata", "FORMAT", "FORMAT_KEY",
+           "DEFAULT_NAME", "INPUT", "OUTPUT"]
+
+FORMAT_KEY, FORMAT = "layerzoo.format", "1"
+INPUT, OUTPUT = "context", "logits"
+DEFAULT_NAME = "model.onnx"
+MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one message: beyond it, data goes external
+
+
+def export_run(run_dir: str | Path, path: str | Path | None = None, *,
+               opset: int = 20) -> Path:
+    """Export the model of a run directory (default output: RUN/model.onnx)."""
+    run = open_run(run_dir)
+    return export_onnx(run, path if path is not None else run.path / DEFAULT_NAME, opset=opset)
+
+
+def export_onnx(run_or_model: Run | Model, path: str | Path, *, opset: int = 20,
+                metadata: Mapping[str, str] | None = None,
+                vocab: Sequence[str] | None = None) -> Path:
+    """Write the eval-mode graph of a run (or a bare ``Model``) to ``path`` as one ONNX file.
+
+    ``metadata`` adds string entries to metadata_props (layerzoo's own keys cannot be
+    replaced). A bare model needs ``vocab`` (its symbols, '.' first). The model is left in the
+    mode it was in. Any failure is an ArtifactError naming, when it can, the layer and plugin.
+    """
+    path = Path(path)
+    if isinstance(run_or_model, Run):
+        model, chars = run_or_model.model, run_or_model.vocab.chars
+        metrics = run_or_model.meta.get("metrics")
+    elif isinstance(run_or_model, Model):
+        if vocab is None:
+            raise ArtifactError("export_onnx(model, ...) needs vocab=[...] ('.' first) to store "
+                                "in the file; or pass the opened run directory")
+        model, chars, metrics = run_or_model, tuple(vocab), None
+    else:
+        raise ArtifactError(f"expected a run (zoo.rundir.open_run) or a zoo Model, got "
+                            f"{type(run_or_model).__name__}")
+    if len(chars) != model.vocab_size:
+        raise ArtifactError(f"the vocabulary has {len(chars)} symbols but the model predicts "
+                            f"{model.vocab_size}")
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a directory; give a file name such as "
+                            f"{path / DEFAULT_NAME}")
+    if not path.parent.is_dir():
+        raise ArtifactError(f"cannot write {path}: folder {path.parent} does not exist")
+    props = layerzoo_metadata(model, chars, metrics)
+    clash = sorted(set(metadata or {}) & set(props))
+    if clash:
+        raise ArtifactError(f"metadata keys {clash} are layerzoo's own; choose other names")
+    props.update({str(k): str(v) for k, v in (metadata or {}).items()})
+
+    proto = _export_proto(model, opset)
+    onnx.helper.set_model_props(proto, props)
+    data = proto.SerializeToString()
+    if len(data) > MAX_PROTO_BYTES:
+        raise ArtifactError(f"the model is {len(data):,} bytes, over protobuf's 2 GiB limit for "
+                            "a single-file ONNX model")
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:  # ValidationError, or an inference error from full_check
+        raise ArtifactError(f"the exported graph fails onnx.checker: {_one_line(e)}") from None
+    try:
+        atomic.write_bytes(path, data)
+    except OSError as e:
+        raise ArtifactError(f"cannot write {path}: {e.strerror or e}") from None
+    return path
+
+
+def layerzoo_metadata(model: Model, chars: Sequence[str],
+                      metrics: Any = None) -> dict[str, str]:
+    """The metadata_props layerzoo stores: what it takes to sample from the file alone."""
+    props = {
+        FORMAT_KEY: FORMAT,
+        "vocab": json.dumps(list(chars), ensure_ascii=False),
+        "context": str(model.context),
+        "spec": json.dumps(model.spec.to_dict(), ensure_ascii=False),
+        "versions": json.dumps(_versions()),
+    }
+    if metrics:
+        props["metrics"] = json.dumps(metrics)
+    return props
+
+
+def _versions() -> dict[str, str]:
+    try:
+        zoo_version = importlib.metadata.version("layerzoo")
+    except importlib.metadata.PackageNotFoundError:
+        zoo_version = "0+unknown"
+    return {"layerzoo": zoo_version, "torch": torch.__version__, "onnx": onnx.__version__}
+
+
+def _export_proto(model: Model, opset: int) -> onnx.ModelProto:
+    """torch.onnx.export of the eval-mode graph; the model's mode is restored afterwards."""
+    table = model.translation_table()
+    example = torch.zeros((2, model.context), dtype=torch.int64)  # (B, T)
+    was_training = model.training
+    model.eval()
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT],
+                output_names=[OUTPUT], dynamic_shapes={INPUT: {0: "batch"}}, optimize=True,
+                verbose=False, external_data=False,
+                custom_translation_table=table or None)
+            return program.model_proto
+    except Exception as e:  # the exporter raises OnnxExporterError and plenty of others
+        raise ArtifactError(f"ONNX export failed{_culprit(model, e, example)}: "
+                            f"{_one_line(e)}") from None
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the exporter's progress lines, torchvision notes and deprecation warnings."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*training mode.*")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+OP_NAME = re.compile(r"OpOverload\(op='([\w.]+)', overload='(\w+)'\)")
+
+
+def _culprit(model: Model, error: Exception, example: torch.Tensor) -> str:
+    """' in entry 3 (x) of plugin 'p'' for the layer the export stumbled on, or ''."""
+    match = OP_NAME.search(str(error))
+    with _quiet():
+        try:
+            program = torch.export.export(model, (example,), strict=False)
+        except Exception:
+            return _first_failing_layer(model)
+        if match is None:
+            return ""
+        target = f"{match.group(1)}.{match.group(2)}"
+        for node in program.graph.nodes:
+            if node.op == "call_function" and str(node.target) == target:
+                for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+                    index = re.match(r"(?:L\['self'\]\.)?layers\.(\d+)", path)
+                    if index:
+                        return _describe(model, int(index.group(1)), target)
+    return f" (operator {target})"
+
+
+def _first_failing_layer(model: Model) -> str:
+    """Trace the layers one by one (each on an example of its input shape) to find the culprit."""
+    x: torch.Tensor = torch.zeros((2, model.context), dtype=torch.int64)  # (B, T)
+    for i, layer in enumerate(model.layers):
+        try:
+            torch.export.export(layer, (x,), strict=False)
+            with torch.no_grad():
+                x = layer(x)
+        except Exception:
+            return _describe(model, i, None)
+    return ""
+
+
+def _describe(model: Model, index: int, op: str | None) -> str:
+    entry = model.entries[index]
+    plugin = f" of plugin {entry.layer.plugin!r}" if entry.layer.plugin else ""
+    what = f" (operator {op} has no ONNX translation; the plugin can supply one through " \
+           "LayerType.onnx_translation)" if op else ""
+    return f" in {entry.label}{plugin}{what}"
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    text = next((ln for ln in lines if "Error" in ln and len(ln) > 20), lines[0] if lines else "")
+    text = text or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

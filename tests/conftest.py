@@ -1,0 +1,165 @@
+"""Shared fixtures: a fresh registry, plugin packages "installed" into a temp dir, the CLI."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from zoo.registry import ALLOW_ENV, STRICT_ENV, reset_registry
+
+TESTS = Path(__file__).parent
+BROKEN = TESTS / "thirdparty" / "broken"
+EXTRA = TESTS / "thirdparty" / "extra"
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No plugin env vars, and the process-wide registry reloaded before and after the test."""
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    monkeypatch.delenv(STRICT_ENV, raising=False)
+    reset_registry()
+    yield
+    reset_registry()
+
+
+def _write_dist(site: Path, package: Path) -> list[str]:
+    """Install a plugin package's modules and a .dist-info (METADATA, entry_points.txt) into site.
+
+    Returns the top-level module names. Needs no build and no pip: importlib.metadata reads the
+    dist-info the same way it reads one pip wrote.
+    """
+    project = tomllib.loads((package / "pyproject.toml").read_text(encoding="utf-8"))
+    meta, tool = project["project"], project.get("tool", {}).get("setuptools", {})
+    modules = list(tool.get("py-modules", [])) + list(tool.get("packages", []))
+    for name in modules:
+        if (package / f"{name}.py").exists():
+            shutil.copy(package / f"{name}.py", site / f"{name}.py")
+        else:
+            shutil.copytree(package / name, site / name)
+    dist = site / f"{meta['name'].replace('-', '_')}-{meta['version']}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\n"
+                                   f"Version: {meta['version']}\n", encoding="utf-8")
+    groups = meta.get("entry-points", {})
+    (dist / "entry_points.txt").write_text(
+        "".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
+                for group, eps in groups.items()), encoding="utf-8")
+    return modules
+
+
+@pytest.fixture
+def fake_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 fresh_registry: None) -> Iterator[Callable[..., Path]]:
+    """``fake_install("hook_raises", ...)``: put plugin packages on sys.path as if pip-installed.
+
+    Names are folders of tests/thirdparty/broken (or paths to any plugin package). Returns the
+    site folder, for PYTHONPATH in a subprocess. Their modules are unloaded afterwards.
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    loaded: list[str] = []
+
+    def install(*packages: str | Path) -> Path:
+        for package in packages:
+            path = Path(package) if Path(package).is_absolute() else BROKEN / package
+            loaded.extend(_write_dist(site, path))
+        monkeypatch.syspath_prepend(str(site))  # also invalidates the import caches
+        importlib.invalidate_caches()
+        reset_registry()
+        return site
+
+    yield install
+    for name in loaded:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def cli() -> Callable[..., Result]:
+    """Run the ``zoo`` CLI in-process: ``cli("summary", "mlp-bn")`` -> click Result."""
+    from zoo.cli import main
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        reset_registry()
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+        reset_registry()
+        return result
+
+    return run
+
+
+@pytest.fixture
+def zoo_subprocess(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run the installed ``zoo`` script in a subprocess (cwd tmp_path), extra env on top."""
+
+    def run(*args: str, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+        full = {k: v for k, v in os.environ.items() if k not in (ALLOW_ENV, STRICT_ENV)}
+        full.update(env or {})
+        return subprocess.run([str(VENV_BIN / "zoo"), *args], capture_output=True, text=True,
+                              env=full, cwd=cwd or tmp_path, timeout=120)
+
+    return run
+
+
+# -- ONNX export and runtime (tests/test_export.py, tests/test_runtime.py) --------------------
+# One tiny run per preset, trained and exported once per session and shared by both files.
+
+TINY_WORDS = 1500  # words of the bundled corpus: enough for every letter, quick to window
+
+
+@pytest.fixture(scope="session")
+def tiny_words(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first TINY_WORDS words of the bundled corpus, as a words file."""
+    from zoo.data import default_words_file
+
+    words = default_words_file().read_text(encoding="utf-8").split()[:TINY_WORDS]
+    path = tmp_path_factory.mktemp("words") / "tiny.txt"
+    path.write_text("\n".join(words) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory,
+             tiny_words: Path) -> Callable[[str], tuple[Path, Path]]:
+    """``exported("mlp-bn")`` -> (run dir, its model.onnx): 50 steps, exported on first use."""
+    from zoo.export.onnx import export_run
+
+    from zoo.train import train
+
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(preset: str) -> tuple[Path, Path]:
+        if preset not in cache:
+            out = tmp_path_factory.mktemp("runs") / preset
+            train(preset, data=tiny_words, out=out, overrides={"steps": 50, "eval_every": 25},
+                  progress=False, log=lambda line: None)
+            cache[preset] = (out, export_run(out))
+        return cache[preset]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def no_torch_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for a subprocess in which any ``import torch`` (or onnx) raises ImportError."""
+    site = tmp_path_factory.mktemp("notorch")
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript'):\n"
+        "            raise ImportError(f'{name} is blocked in this test')\n"
+        "sys.meta_path.insert(0, _Block())\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in (ALLOW_ENV, STRICT_ENV)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
+    return env

@@ -1,0 +1,152 @@
+"""zoo.export.onnx and zoo.export.check: every preset exports to one ONNX file that agrees
+with torch (logits and seeded samples), and the file carries what a sampler needs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx.reference import ReferenceEvaluator
+from zoo.export.check import ATOL, RTOL, check
+from zoo.export.onnx import export_onnx
+from zoo.export.runtime import OnnxModel
+
+from zoo.data import load_dataset
+from zoo.errors import ArtifactError
+from zoo.registry import get_registry
+from zoo.rundir import open_run
+from zoo.sampling import sample
+
+PRESETS = sorted(get_registry().presets)
+Exported = Callable[[str], tuple[Path, Path]]
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    np.testing.assert_allclose(actual, expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_onnxruntime_matches_torch(preset: str, exported: Exported) -> None:
+    run_dir, path = exported(preset)
+    run, ort_model = open_run(run_dir), OnnxModel.load(path)
+    meta = run.meta
+    x_val = load_dataset(meta["data"]["path"], run.spec.context, meta["seed"]).splits["val"][0]
+    assert_close(ort_model.logits(x_val), run.model.numpy_logits(x_val))  # every val context
+    rng = np.random.default_rng(0)
+    for batch in (1, 7, 513):
+        x = rng.integers(0, run.vocab.size, (batch, run.spec.context))  # (B, T)
+        assert_close(ort_model.logits(x), run.model.numpy_logits(x))
+    reference = ReferenceEvaluator(onnx.load(path))
+    x = rng.integers(0, run.vocab.size, (64, run.spec.context))
+    assert_close(reference.run(None, {"context": x})[0], run.model.numpy_logits(x))
+    options = {"vocab": run.vocab.chars, "context": run.spec.context, "n": 50, "seed": 3}
+    assert sample(ort_model.logits, **options) == sample(run.model.numpy_logits, **options)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_file_is_single_checked_and_described(preset: str, exported: Exported) -> None:
+    run_dir, path = exported(preset)
+    assert path == run_dir / "model.onnx"
+    assert not [p for p in run_dir.iterdir() if p.suffix == ".data" or p.name.endswith(".tmp")]
+    proto = onnx.load(path, load_external_data=False)
+    onnx.checker.check_model(proto, full_check=True)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    assert inp.name == "context" and inp.type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert out.name == "logits" and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    run = open_run(run_dir)
+    in_dims, out_dims = inp.type.tensor_type.shape.dim, out.type.tensor_type.shape.dim
+    assert in_dims[0].dim_param == out_dims[0].dim_param == "batch"
+    assert [in_dims[1].dim_value, out_dims[1].dim_value] == [run.spec.context, run.vocab.size]
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["layerzoo.format"] == "1"
+    assert json.loads(props["vocab"]) == list(run.vocab.chars)
+    assert int(props["context"]) == run.spec.context
+    assert json.loads(props["spec"]) == json.loads(json.dumps(run.spec.to_dict()))
+    assert set(json.loads(props["versions"])) == {"layerzoo", "torch", "onnx"}
+    assert json.loads(props["metrics"]) == run.meta["metrics"]
+
+
+def test_check_reports_parity(exported: Exported) -> None:
+    result = check(*exported("mlp-bn"), samples=30)
+    assert result.ok and result.samples == 30 and result.contexts > 1000
+    assert result.max_abs_diff < ATOL
+
+
+def test_batchnorm_is_folded_into_gemm(exported: Exported) -> None:
+    ops = [n.op_type for n in onnx.load(exported("mlp-bn")[1]).graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Gemm") == 2
+
+
+def test_export_of_a_model_in_train_mode_is_eval_mode(exported: Exported,
+                                                      tmp_path: Path) -> None:
+    run = open_run(exported("mlp-bn")[0])
+    x = np.random.default_rng(0).integers(0, run.vocab.size, (32, run.spec.context))
+    expected = run.model.numpy_logits(x)  # eval mode: running statistics
+    run.model.train()
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    path = export_onnx(run.model, tmp_path / "m.onnx", vocab=run.vocab.chars)
+    assert run.model.training
+    assert all(torch.equal(before[k], v) for k, v in run.model.state_dict().items())
+    assert_close(OnnxModel.load(path).logits(x), expected)
+    run.model.eval()
+    export_onnx(run.model, tmp_path / "m.onnx", vocab=run.vocab.chars)
+    assert not run.model.training
+
+
+def test_missing_translation_names_the_layer_and_plugin(exported: Exported,
+                                                        tmp_path: Path) -> None:
+    if "extra-mlp" not in PRESETS:
+        pytest.skip("the layerzoo-extra test plugin is not installed")
+    run = open_run(exported("extra-mlp")[0])
+    run.model.entries = [dataclasses.replace(e, layer=dataclasses.replace(
+        e.layer, onnx_translation=None)) for e in run.model.entries]
+    with pytest.raises(ArtifactError) as info:
+        export_onnx(run, tmp_path / "m.onnx")
+    message = str(info.value)
+    assert "(hardswishish)" in message and "plugin 'extra'" in message
+    assert "onnx_translation" in message and "\n" not in message
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_errors_are_artifact_errors(exported: Exported, tmp_path: Path) -> None:
+    run = open_run(exported("bigram")[0])
+    with pytest.raises(ArtifactError, match="does not exist"):
+        export_onnx(run, tmp_path / "nowhere" / "m.onnx")
+    with pytest.raises(ArtifactError, match="is a directory"):
+        export_onnx(run, tmp_path)
+    with pytest.raises(ArtifactError, match="needs vocab"):
+        export_onnx(run.model, tmp_path / "m.onnx")
+    with pytest.raises(ArtifactError, match="layerzoo's own"):
+        export_onnx(run, tmp_path / "m.onnx", metadata={"vocab": "x"})
+    path = export_onnx(run, tmp_path / "m.onnx", metadata={"owner": "me"})
+    assert OnnxModel.load(path).metadata["owner"] == "me"
+
+
+def test_cli_export_and_check(exported: Exported, cli, tmp_path: Path) -> None:
+    run_dir, _ = exported("mlp")
+    result = cli("export", str(run_dir), "-o", str(tmp_path / "m.onnx"))
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'm.onnx'}" in result.output and "Gemm x2" in result.output
+    result = cli("check", str(run_dir), str(tmp_path / "m.onnx"), "--samples", "10")
+    assert result.exit_code == 0, result.output
+    assert ": ok" in result.output and "identical" in result.output
+
+    proto = onnx.load(tmp_path / "m.onnx")
+    weight = next(t for t in proto.graph.initializer if len(t.dims) == 2)
+    array = onnx.numpy_helper.to_array(weight) * 1.01  # a slightly different model
+    weight.CopyFrom(onnx.numpy_helper.from_array(array.astype(np.float32), weight.name))
+    onnx.save(proto, tmp_path / "tampered.onnx")
+    result = cli("check", str(run_dir), str(tmp_path / "tampered.onnx"))
+    assert result.exit_code == 1 and "DIFFER" in result.output
+
+
+def test_cli_check_refuses_a_file_of_another_run(exported: Exported, cli) -> None:
+    result = cli("check", str(exported("mlp")[0]), str(exported("wavenet")[1]))
+    assert result.exit_code == 2 and "was not exported from" in result.stderr

@@ -1,0 +1,186 @@
+"""zoo.export.runtime: onnxruntime alone samples what torch samples, and every unusable file
+is refused with one line (exit status 2 from ``zoo sample``) before onnxruntime reads it."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import external_data_helper
+from zoo.export.runtime import OnnxModel, external_tensors
+
+from zoo.errors import ArtifactError
+from zoo.rundir import open_run
+from zoo.sampling import sample
+
+Exported = Callable[[str], tuple[Path, Path]]
+
+
+@pytest.fixture(scope="module")
+def mlp_bn(exported: Exported) -> tuple[Path, Path]:
+    return exported("mlp-bn")
+
+
+def torch_words(run_dir: Path, n: int = 20, **options) -> list[str]:
+    run = open_run(run_dir)
+    return sample(run.model.numpy_logits, vocab=run.vocab.chars, context=run.spec.context,
+                  n=n, seed=0, **options)
+
+
+def test_model_exposes_vocab_context_metadata(mlp_bn: tuple[Path, Path]) -> None:
+    run_dir, path = mlp_bn
+    model, run = OnnxModel.load(path), open_run(run_dir)
+    assert model.vocab == run.vocab.chars and model.context == 3
+    assert model.metrics == run.meta["metrics"] and model.spec == run.spec.to_dict()
+    assert model.metadata["layerzoo.format"] == "1"
+    assert model.sample(20, seed=0, prefix="an") == torch_words(run_dir, prefix="an")
+    assert model.logits(np.zeros((0, 3), np.int64)).shape == (0, len(model.vocab))
+
+
+@pytest.mark.parametrize("context, fragment", [
+    (np.array([[0, 1, -1]]), "token ids must be in"),  # onnxruntime would wrap -1
+    (np.array([[0, 1, 27]]), "token ids must be in"),
+    (np.zeros((2, 4), np.int64), "shape \\[batch, 3\\]"),
+    (np.zeros(3, np.int64), "shape \\[batch, 3\\]"),
+    (np.zeros((2, 3), np.float32), "integer token ids"),
+])
+def test_logits_refuse_bad_contexts(mlp_bn: tuple[Path, Path], context: np.ndarray,
+                                    fragment: str) -> None:
+    with pytest.raises(ArtifactError, match=fragment):
+        OnnxModel.load(mlp_bn[1]).logits(context)
+
+
+def test_runtime_works_where_torch_cannot_be_imported(mlp_bn: tuple[Path, Path],
+                                                      no_torch_env: dict[str, str]) -> None:
+    code = ("import sys\n"
+            "try:\n    import torch\nexcept ImportError:\n    pass\n"
+            "else:\n    sys.exit('torch was importable')\n"
+            "from zoo.export.runtime import OnnxModel\n"
+            f"print('\\n'.join(OnnxModel.load({str(mlp_bn[1])!r}).sample(20, seed=0)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=no_torch_env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == torch_words(mlp_bn[0])
+
+
+def test_zoo_sample_onnx_never_imports_torch(mlp_bn: tuple[Path, Path], zoo_subprocess,
+                                            no_torch_env: dict[str, str]) -> None:
+    out = zoo_subprocess("sample", str(mlp_bn[1]), "-n", "20", "--seed", "0", env=no_torch_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == torch_words(mlp_bn[0])
+    assert out.stderr == ""
+
+
+def test_zoo_sample_run_dir_matches_onnx(mlp_bn: tuple[Path, Path], cli) -> None:
+    options = ["-n", "15", "--seed", "4", "--top-k", "5", "--temperature", "0.8"]
+    from_torch = cli("sample", str(mlp_bn[0]), *options)
+    from_onnx = cli("sample", str(mlp_bn[1]), *options)
+    assert from_torch.exit_code == from_onnx.exit_code == 0
+    assert from_torch.stdout == from_onnx.stdout and len(from_onnx.stdout.split()) == 15
+
+
+# -- files that must be refused -----------------------------------------------------------
+
+
+def _external(proto: onnx.ModelProto, location: str, *, in_constant: bool = False) -> bytes:
+    """The model with one tensor's data moved to ``location`` (nothing is written there)."""
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    if in_constant:
+        tensor = onnx.numpy_helper.from_array(np.ones(4, np.float32), "c")
+        proto.graph.node.insert(0, onnx.helper.make_node("Constant", [], ["c"], value=tensor))
+        tensor = proto.graph.node[0].attribute[0].t
+    else:
+        tensor = proto.graph.initializer[0]
+    external_data_helper.set_external_data(tensor, location=location, offset=0, length=16)
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.ClearField("raw_data")
+    return proto.SerializeToString()
+
+
+def _without_metadata(proto: onnx.ModelProto) -> bytes:
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    del proto.metadata_props[:]
+    return proto.SerializeToString()
+
+
+def _with_metadata(proto: onnx.ModelProto, **props: str) -> bytes:
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    current = {p.key: p.value for p in proto.metadata_props}
+    onnx.helper.set_model_props(proto, {**current, **props})
+    return proto.SerializeToString()
+
+
+BAD_FILES: dict[str, tuple[Callable[[bytes, onnx.ModelProto], bytes], str]] = {
+    "empty": (lambda data, proto: b"", "is empty"),
+    "random": (lambda data, proto: np.random.default_rng(0).bytes(4096),
+               "not a valid ONNX model"),
+    "truncated": (lambda data, proto: data[:len(data) // 2], "not a valid ONNX model"),
+    "pickle": (lambda data, proto: pickle.dumps({"weights": [1.0, 2.0]}), "pickle"),
+    "zip": (lambda data, proto: b"PK\x03\x04" + bytes(100), "zip archive"),
+    "no-metadata": (lambda data, proto: _without_metadata(proto), "has no layerzoo metadata"),
+    "bad-vocab": (lambda data, proto: _with_metadata(proto, vocab="[oops"),
+                  "corrupted layerzoo metadata"),
+    "future-format": (lambda data, proto: _with_metadata(proto, **{"layerzoo.format": "9"}),
+                      "format '9'"),
+    "escaping": (lambda data, proto: _external(proto, "../../etc/passwd"), "external data"),
+    "absolute": (lambda data, proto: _external(proto, "/etc/passwd"), "external data"),
+    "sidecar": (lambda data, proto: _external(proto, "side.bin"), "external data"),
+    "constant": (lambda data, proto: _external(proto, "../../etc/passwd", in_constant=True),
+                 "external data"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FILES))
+def test_bad_files_are_refused_with_one_line(kind: str, mlp_bn: tuple[Path, Path],
+                                             tmp_path: Path, cli) -> None:
+    data = mlp_bn[1].read_bytes()
+    make, fragment = BAD_FILES[kind]
+    folder = tmp_path / "a" / "b"
+    folder.mkdir(parents=True)
+    (folder / "side.bin").write_bytes(bytes(64))  # a sidecar onnxruntime would happily read
+    path = folder / f"{kind}.onnx"
+    path.write_bytes(make(data, onnx.load(mlp_bn[1])))
+    with pytest.raises(ArtifactError, match=fragment):
+        OnnxModel.load(path)
+    result = cli("sample", str(path))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert str(path) in result.stderr
+
+
+def test_missing_file_and_prefix_outside_vocabulary(mlp_bn: tuple[Path, Path], cli,
+                                                    tmp_path: Path) -> None:
+    result = cli("sample", str(tmp_path / "nope.onnx"))
+    assert result.exit_code == 2 and "no such ONNX file" in result.stderr
+    result = cli("sample", str(mlp_bn[1]), "--prefix", "Zoë")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "'Z'" in result.stderr and "'ë'" in result.stderr and "abcdefghij" in result.stderr
+
+
+def test_foreign_onnx_signature_is_refused(tmp_path: Path) -> None:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 3])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 3])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 20)])
+    proto.ir_version = 10
+    onnx.helper.set_model_props(proto, {"layerzoo.format": "1", "context": "3",
+                                        "vocab": json.dumps(list(".ab"))})
+    onnx.save(proto, tmp_path / "relu.onnx")
+    with pytest.raises(ArtifactError, match="a layerzoo model takes context int64"):
+        OnnxModel.load(tmp_path / "relu.onnx")
+
+
+def test_external_tensor_walker_agrees_with_onnx(mlp_bn: tuple[Path, Path]) -> None:
+    proto = onnx.load(mlp_bn[1])
+    assert external_tensors(proto.SerializeToString()) == []
+    bad = onnx.ModelProto.FromString(_external(proto, "x.bin", in_constant=True))
+    found = [t.name for t in external_data_helper._get_all_tensors(bad)
+             if external_data_helper.uses_external_data(t)]
+    assert len(external_tensors(bad.SerializeToString())) == len(found) == 1

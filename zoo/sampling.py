@@ -1,0 +1,146 @@
+"""The sampler: words from any function that maps contexts to next-character logits.
+
+    words = sample(model.numpy_logits, vocab=vocab.chars, context=3, n=20, seed=0)
+    words = sample(onnx_model.logits, vocab=onnx_model.vocab, context=3, n=20, seed=0)
+
+numpy only (no torch), so the onnxruntime side can use it. All ``n`` words grow as one batch;
+a word that ends leaves the batch, so ``logits_fn`` only ever sees the rows still growing.
+The random numbers do not depend on the backend: every step draws one uniform per word for
+all ``n`` words (finished or not) from ``numpy.random.default_rng(seed)``, and each row picks
+its next character by inverse CDF over a float64 softmax. The same seed therefore gives the
+same words through torch and through onnxruntime, whose logits differ only by rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from zoo.errors import ArtifactError, DataError, SpecError
+
+__all__ = ["sample", "LogitsFn", "BOUNDARY"]
+
+BOUNDARY = "."  # vocab[0]: ends a word, and pads the context before it starts
+
+LogitsFn = Callable[[np.ndarray], np.ndarray]
+"""int64 contexts [B, T] -> float logits [B, V]."""
+
+
+def sample(logits_fn: LogitsFn, *, vocab: Sequence[str], context: int, n: int, seed: int = 0,
+           temperature: float = 1.0, top_k: int | None = None, prefix: str = "",
+           max_length: int = 64) -> list[str]:
+    """Sample ``n`` words; each starts with ``prefix`` and has at most ``max_length`` characters.
+
+    ``temperature`` divides the logits (lower is more conservative); ``top_k`` keeps only the
+    k most likely characters at each step (``top_k=1`` is greedy). The returned words include
+    the prefix and leave out the closing '.'; a word that reaches ``max_length`` is cut there.
+    Bad settings raise SpecError; prefix characters outside the vocabulary raise DataError.
+    """
+    chars = _check(vocab, context, n, seed, temperature, top_k, prefix, max_length)
+    start = _encode(prefix, chars)
+    size = len(chars)
+    k = size if top_k is None else min(top_k, size)
+    rng = np.random.default_rng(seed)
+
+    window = np.zeros((n, context), np.int64)  # (n, T) rolling context, '.'-padded
+    for i in start:
+        window = np.concatenate([window[:, 1:], np.full((n, 1), i, np.int64)], axis=1)
+    steps = max_length - len(start)
+    grown = np.zeros((n, steps), np.int64)  # (n, S) sampled ids, 0 after a word ends
+    active = np.arange(n)  # (A,) rows still growing
+    for step in range(steps):
+        if not len(active):
+            break
+        u = rng.random(n)  # (n,) one draw per word, so the stream never depends on A
+        logits = _call(logits_fn, window[active], size)  # (A, V)
+        nxt = _pick(logits, u[active], temperature, k)  # (A,)
+        grown[active, step] = nxt
+        go_on = nxt != 0
+        active = active[go_on]
+        window[active] = np.concatenate([window[active, 1:], nxt[go_on, None]], axis=1)
+    return _decode(grown, chars, prefix)
+
+
+def _decode(grown: np.ndarray, chars: tuple[str, ...], prefix: str) -> list[str]:
+    """Rows of ids (0-terminated) as strings, in one decode rather than a join per word."""
+    points = np.array([0] + [ord(c) for c in chars[1:]], np.uint32)[grown]  # (n, S)
+    text = points.tobytes().decode("utf-32-le")
+    width = grown.shape[1]
+    lengths = (grown != 0).sum(axis=1).tolist()  # ids are nonzero up to the end of a word
+    return [prefix + text[row * width:row * width + size] for row, size in enumerate(lengths)]
+
+
+def _pick(logits: np.ndarray, u: np.ndarray, temperature: float, k: int) -> np.ndarray:
+    """Inverse-CDF choice per row from softmax(logits / temperature) over the top k."""
+    z = logits.astype(np.float64) / temperature  # (A, V)
+    if k < z.shape[1]:
+        keep = np.argpartition(-z, k - 1, axis=1)[:, :k]  # (A, k) the k largest per row
+        masked = np.full_like(z, -np.inf)
+        np.put_along_axis(masked, keep, np.take_along_axis(z, keep, axis=1), axis=1)
+        z = masked
+    p = np.exp(z - z.max(axis=1, keepdims=True))  # (A, V) unnormalised, masked -> 0
+    cdf = np.cumsum(p, axis=1)  # (A, V)
+    total = cdf[:, -1:]  # (A, 1)
+    # the first index whose cdf exceeds u * total; never a zero-probability tail entry
+    target = np.minimum(u[:, None] * total, np.nextafter(total, 0))  # (A, 1)
+    return (cdf <= target).sum(axis=1).astype(np.int64)  # (A,)
+
+
+def _call(logits_fn: LogitsFn, window: np.ndarray, size: int) -> np.ndarray:
+    logits = np.asarray(logits_fn(window))
+    if logits.shape != (len(window), size):
+        raise ArtifactError(f"the model returned logits of shape {logits.shape} for "
+                            f"{len(window)} contexts; expected ({len(window)}, {size}) for "
+                            f"a {size}-symbol vocabulary (is it the model of this vocabulary?)")
+    if not np.isfinite(logits).all():
+        raise ArtifactError("the model returned non-finite logits (NaN or inf); its weights "
+                            "are broken")
+    return logits
+
+
+def _encode(prefix: str, chars: tuple[str, ...]) -> list[int]:
+    index = {c: i for i, c in enumerate(chars) if i}
+    bad = sorted({c for c in prefix if c not in index})
+    if bad:
+        raise DataError(f"prefix {prefix!r} has characters outside the model's vocabulary: "
+                        + ", ".join(repr(c) for c in bad)
+                        + f" (the vocabulary is {''.join(chars[1:])!r})")
+    return [index[c] for c in prefix]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check(vocab: Sequence[str], context: int, n: int, seed: int, temperature: float,
+           top_k: int | None, prefix: str, max_length: int) -> tuple[str, ...]:
+    """Every problem with the settings at once, as one SpecError."""
+    chars = tuple(vocab)
+    problems = []
+    if (len(chars) < 2 or chars[0] != BOUNDARY
+            or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+            or len(set(chars)) != len(chars)):
+        problems.append("vocab must be '.' followed by distinct single characters, got "
+                        f"{''.join(map(str, chars))[:40]!r}")
+    if not _is_int(context) or context < 1:
+        problems.append(f"context must be an integer >= 1, got {context!r}")
+    if not _is_int(n) or n < 0:
+        problems.append(f"n must be an integer >= 0, got {n!r}")
+    if not _is_int(seed) or seed < 0:
+        problems.append(f"seed must be an integer >= 0, got {seed!r}")
+    if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)
+            or not math.isfinite(temperature) or temperature <= 0):
+        problems.append(f"temperature must be a number > 0, got {temperature!r}")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
+        problems.append(f"top_k must be an integer >= 1 (or None for all), got {top_k!r}")
+    if not isinstance(prefix, str):
+        problems.append(f"prefix must be a string, got {prefix!r}")
+    if not _is_int(max_length) or max_length < 1:
+        problems.append(f"max_length must be an integer >= 1, got {max_length!r}")
+    elif isinstance(prefix, str) and len(prefix) > max_length:
+        problems.append(f"prefix {prefix!r} is longer than max_length {max_length}")
+    if problems:
+        raise SpecError(problems, "sampling")
+    return chars
