@@ -123,7 +123,7 @@ def test_run_directory_holds_everything_to_rebuild_the_model(tmp_path):
                      rundir.METRICS, rundir.PLOT}
     assert (result.path / rundir.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((result.path / rundir.META).read_text())
-    assert meta["status"] == "finished" and meta["seed"] == 0
+    assert meta["status"] == "finished" and meta["seed"] == 42
     assert set(meta["metrics"]) == {"train_loss", "val_loss", "test_loss"}
     assert {"layerzoo", "torch", "numpy", "python"} <= set(meta["versions"])
     assert meta["recipe"]["steps"] == 60

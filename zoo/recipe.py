@@ -33,7 +33,8 @@ class Recipe:
                                   "drops", min=0.0, max=1.0)
     decay: float = param(0.1, "step schedule: factor the rate drops by", min=0.0)
     eval_every: int = param(1000, "steps between validation-loss evaluations", min=1)
-    seed: int = param(0, "seed of the split, the initialisation and the batches", min=0)
+    seed: int = param(42, "seed of the split (42: the makemore lectures' split), the "
+                          "initialisation and the batches", min=0)
 
     @classmethod
     def fields(cls) -> dict[str, ParamInfo]:

@@ -149,7 +149,7 @@ class Registry:
         problems = declaration_problems(layer) if not (extra or kwargs) else [
             "register() takes one LayerType"]
         if problems:
-            what = getattr(layer, "name", repr(layer))
+            what = getattr(layer, "name", layer)
             _add_error(info, f"invalid layer {what!r}: " + "; ".join(problems))
             return
         name = layer.name

@@ -1,0 +1,137 @@
+"""Training benchmark: default recipes vs the lecture recipe, and zoo vs plain nn.Sequential.
+
+    .venv/bin/python benchmarks/bench_train.py                 # everything (~25 min on 2 cores)
+    .venv/bin/python benchmarks/bench_train.py --only step     # the step-cost ratio only
+
+Reads ../shared/data/names.txt (the corpus of the published makemore figures) when present,
+else the bundled data/names.txt. Prints markdown tables for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from zoo.build import build_model
+from zoo.data import load_dataset
+from zoo.train import make_optimizer, resolve_recipe, train, train_step
+from zoo.spec import load_spec
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"
+LECTURE = {"optimizer": "sgd", "batch_size": 32, "steps": 200_000, "lr": 0.1,
+           "schedule": "step", "decay_at": 0.75, "decay": 0.1, "momentum": 0.0,
+           "weight_decay": 0.0, "eval_every": 20_000}
+PUBLISHED = {"mlp-bn": 2.1048, "wavenet": 1.993}
+
+
+class Consecutive(nn.Module):
+    """The lecture's FlattenConsecutive, written by hand for the plain baseline."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x):
+        b, t, c = x.shape
+        x = x.reshape(b, t // self.n, c * self.n)
+        return x.squeeze(1) if x.shape[1] == 1 else x
+
+
+class BatchNormBT(nn.BatchNorm1d):
+    """BatchNorm1d over (B, T) for [B, T, C], as the lecture's hand-made BatchNorm1d does."""
+
+    def forward(self, x):
+        if x.dim() == 3:
+            b, t, c = x.shape
+            return super().forward(x.reshape(b * t, c)).view(b, t, c)
+        return super().forward(x)
+
+
+def plain(name: str, vocab: int) -> nn.Module:
+    if name == "mlp-bn":
+        return nn.Sequential(nn.Embedding(vocab, 10), nn.Flatten(1),
+                             nn.Linear(30, 200, bias=False), nn.BatchNorm1d(200), nn.Tanh(),
+                             nn.Linear(200, vocab))
+    layers: list[nn.Module] = [nn.Embedding(vocab, 24)]
+    for fan_in in (48, 256, 256):
+        layers += [Consecutive(2), nn.Linear(fan_in, 128, bias=False), BatchNormBT(128),
+                   nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(128, vocab))
+
+
+def step_cost(name: str, data: Path, rounds: int, steps: int) -> dict[str, float]:
+    """Median per-step time of the zoo model and the plain one, timed alternately."""
+    spec = load_spec(name)
+    recipe = resolve_recipe(spec, {})
+    ds = load_dataset(data, spec.context, 0)
+    x, y = (torch.from_numpy(a) for a in ds.splits["train"])
+    torch.manual_seed(0)
+    zoo_model = build_model(spec, ds.vocab.size)
+    base = plain(name, ds.vocab.size)
+    base.load_state_dict(dict(zip(base.state_dict(), zoo_model.state_dict().values())))
+    models = {"zoo": zoo_model, "plain": base}
+    opts = {k: make_optimizer(m, recipe) for k, m in models.items()}
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, len(y), (recipe.batch_size,), generator=gen)
+               for _ in range(steps)]
+    times: dict[str, list[float]] = {"zoo": [], "plain": []}
+    for r in range(rounds + 1):
+        for key in (("zoo", "plain") if r % 2 else ("plain", "zoo")):
+            t0 = time.perf_counter()
+            for idx in batches:
+                train_step(models[key], opts[key], x[idx], y[idx])
+            if r:  # round 0 warms up both
+                times[key].append((time.perf_counter() - t0) / steps)
+    ratios = [z / p for z, p in zip(times["zoo"], times["plain"])]
+    return {"zoo_ms": 1e3 * statistics.median(times["zoo"]),
+            "plain_ms": 1e3 * statistics.median(times["plain"]),
+            "ratio": statistics.median(ratios), "batch": recipe.batch_size}
+
+
+def run(name: str, data: Path, overrides: dict) -> tuple[float, dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        result = train(name, data=data, out=Path(tmp) / "run", overrides=overrides,
+                       progress=False)
+        return time.perf_counter() - t0, result.metrics
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["quality", "step"], default=None)
+    parser.add_argument("--models", nargs="+", default=["mlp-bn", "wavenet"])
+    parser.add_argument("--lecture-steps", type=int, default=LECTURE["steps"],
+                        help="steps of the lecture recipe (200k as published)")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    data = SHARED if SHARED.exists() else None
+    print(f"corpus: {data or 'bundled data/names.txt'}; torch threads {torch.get_num_threads()}")
+    if args.only in (None, "quality"):
+        print("\n| model | recipe | steps | wall time (s) | train | val | test | published val |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for name in args.models:
+            default = resolve_recipe(load_spec(name), {})
+            lecture = {**LECTURE, "steps": args.lecture_steps}
+            for label, ov, steps in (("default", {}, default.steps),
+                                     ("lecture (SGD, batch 32)", lecture, args.lecture_steps)):
+                seconds, m = run(name, data, ov)
+                print(f"| {name} | {label} | {steps:,} | {seconds:.1f} | {m['train_loss']:.4f} "
+                      f"| {m['val_loss']:.4f} | {m['test_loss']:.4f} | {PUBLISHED[name]} |",
+                      flush=True)
+    if args.only in (None, "step"):
+        print("\n| model | batch | zoo ms/step | plain nn.Sequential ms/step | ratio (median) |")
+        print("|---|---:|---:|---:|---:|")
+        for name in args.models:
+            c = step_cost(name, data, args.rounds, steps=200)
+            print(f"| {name} | {c['batch']} | {c['zoo_ms']:.3f} | {c['plain_ms']:.3f} | "
+                  f"{c['ratio']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

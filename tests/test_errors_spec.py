@@ -1,0 +1,165 @@
+"""Bad-input matrix, specs: each case is one clear line, exit 2, and no file touched."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from matrix import assert_clean_error, snapshot
+
+MLP = '[{type = "embedding", dim = 4}, "flatten", {type = "linear", out = 8}, "tanh", "linear"]'
+
+
+def toml(layers: str = MLP, context: int | str = 3, extra: str = "") -> str:
+    return f"{extra}\n[model]\ncontext = {context}\nlayers = {layers}\n"
+
+
+def with_layer(entry: str) -> str:
+    """An otherwise valid MLP whose hidden linear is replaced by ``entry``."""
+    return toml(MLP.replace('{type = "linear", out = 8}', entry))
+
+
+# (id, file name, content, fragments the one-line error must contain)
+CASES = [
+    ("toml-syntax", "s.toml", "[model\ncontext = 3\n", ["s.toml:1", "invalid TOML"]),
+    ("toml-syntax-later", "s.toml", "[model]\ncontext = 3\nlayers = [\n", ["s.toml:", "invalid TOML"]),
+    ("json-syntax", "s.json", '{"model": {"context": 3,,}}', ["s.json:1:", "invalid JSON"]),
+    ("json-top-list", "s.json", '["tanh"]', ["expected a table with 'model'", "list"]),
+    ("no-model", "s.toml", "description = 'x'\n", ["key 'model' is missing"]),
+    ("model-not-table", "s.toml", "model = 3\n", ["key 'model': expected a table, got int 3"]),
+    ("unknown-top-key", "s.toml", toml(extra="modle = 1"),
+     ["unknown key 'modle' (did you mean 'model'?)"]),
+    ("unknown-model-key", "s.toml", "[model]\nlayer = ['tanh']\n",
+     ["model: unknown key 'layer' (did you mean 'layers'?)"]),
+    ("no-layers", "s.toml", "[model]\ncontext = 3\n", ["model.layers: expected a list", "nothing"]),
+    ("layers-not-list", "s.toml", toml(layers='"linear"'),
+     ["model.layers: expected a list of layer entries, got string 'linear'"]),
+    ("empty-layers", "s.toml", toml(layers="[]"), ["model.layers is empty"]),
+    ("unknown-layer", "s.toml", with_layer('{type = "lineer", out = 8}'),
+     ["entry 2: unknown layer 'lineer' (did you mean 'linear'?)"]),
+    ("unknown-key", "s.toml", with_layer('{type = "linear", outt = 8}'),
+     ["entry 2 (linear): unknown key 'outt' (did you mean 'out'?)"]),
+    ("wrong-type-str", "s.toml", with_layer('{type = "linear", out = "200"}'),
+     ["entry 2 (linear): key 'out': expected an integer or none >= 1, got string '200'"]),
+    ("wrong-type-bool", "s.toml", with_layer('{type = "linear", out = 8, bias = 1}'),
+     ["entry 2 (linear): key 'bias': expected true or false, got int 1"]),
+    ("float-for-int", "s.toml", with_layer('{type = "linear", out = 2.5}'),
+     ["key 'out'", "got float 2.5"]),
+    ("negative-size", "s.toml", with_layer('{type = "linear", out = -5}'),
+     ["entry 2 (linear): key 'out'", ">= 1, got int -5"]),
+    ("zero-size", "s.toml", with_layer('{type = "linear", out = 0}'), ["key 'out'", "got int 0"]),
+    ("zero-embedding", "s.toml", toml(layers='[{type = "embedding", dim = 0}, "flatten", "linear"]'),
+     ["entry 0 (embedding): key 'dim'", "got int 0"]),
+    ("missing-value", "s.toml", with_layer('"linear"'),
+     ["entry 2 (linear): key 'out' is missing", "only the last linear defaults"]),
+    ("entry-not-table", "s.toml", with_layer("42"),
+     ["entry 2: expected a layer name or a table with 'type', got int 42"]),
+    ("entry-without-type", "s.toml", with_layer("{out = 8}"), ["entry 2: key 'type' is missing"]),
+    ("type-not-string", "s.toml", with_layer("{type = 3}"),
+     ["entry 2: key 'type': expected a layer name, got int 3"]),
+    ("value-out-of-range", "s.toml", with_layer('{type = "dropout", p = 1.5}'),
+     ["entry 2 (dropout): key 'p': expected a finite number >= 0 and <= 1, got float 1.5"]),
+    ("not-a-choice", "s.toml", with_layer('{type = "gelu", approximate = "fast"}'),
+     ["key 'approximate': expected one of 'none', 'tanh', got string 'fast'"]),
+    ("bad-clamp", "s.toml", with_layer('{type = "hardtanh", min_val = 2.0}'),
+     ["entry 2 (hardtanh): key 'min_val': expected less than max_val"]),
+    ("shapes-consecutive", "s.toml",
+     toml('[{type = "embedding", dim = 4}, {type = "flatten_consecutive", n = 3}, "flatten", '
+          '"linear"]', context=8),
+     ["entry 1 (flatten_consecutive): cannot merge 3 consecutive positions",
+      "comes from entry 0 (embedding)"]),
+    ("features-first", "s.toml", toml('[{type = "linear", out = 8}, "linear"]'),
+     ["entry 0 (linear) takes features but the model input (token ids) gives token ids",
+      "start the layers with an 'embedding'"]),
+    ("embedding-twice", "s.toml", toml('["embedding", "embedding", "flatten", "linear"]'),
+     ["entry 1 (embedding) takes token ids but entry 0 (embedding) gives features"]),
+    ("not-logits", "s.toml", toml('[{type = "embedding", dim = 4}, "linear"]'),
+     ["must end with logits of shape (27,)", "entry 1 (linear) gives (3, 27)",
+      "add a 'flatten'"]),
+    ("repeat-zero", "s.toml", with_layer('{repeat = 0, layers = ["tanh"]}'),
+     ["entry 2 (repeat block): key 'repeat': expected an integer >= 1, got int 0"]),
+    ("repeat-string", "s.toml", with_layer('{repeat = "two", layers = ["tanh"]}'),
+     ["key 'repeat': expected an integer >= 1, got string 'two'"]),
+    ("repeat-empty", "s.toml", with_layer("{repeat = 2, layers = []}"),
+     ["entry 2 (repeat block): key 'layers': expected a non-empty list"]),
+    ("repeat-unknown-key", "s.toml", with_layer('{repeat = 2, layers = ["tanh"], layer = 1}'),
+     ["entry 2 (repeat block): unknown key 'layer' (did you mean 'layers'?)"]),
+    ("repeat-inner-error", "s.toml", with_layer('{repeat = 2, layers = ["tanhh"]}'),
+     ["entry 2.0: unknown layer 'tanhh' (did you mean 'tanh'"]),
+    ("repeat-huge", "s.toml", with_layer('{repeat = 1000000, layers = ["tanh"]}'),
+     ["1,000,000 repeats of 1 layers exceed the limit", "refused"]),
+    ("too-many-parameters", "s.toml", with_layer('{type = "linear", out = 100000000}'),
+     ["parameters; layerzoo refuses more than", "LAYERZOO_MAX_PARAMS"]),
+    ("context-zero", "s.toml", toml(context=0), ["model.context: expected an integer from 1"]),
+    ("context-string", "s.toml", toml(context='"three"'),
+     ["model.context: expected an integer >= 1, got string 'three'"]),
+    ("description-type", "s.toml", toml(extra="description = 5"),
+     ["key 'description': expected a string, got int 5"]),
+    ("not-utf8", "s.toml", b"[model]\ncontext = 3 # \xff\n", ["not UTF-8"]),
+    ("deep-json", "s.json", "[" * 100_000 + "]" * 100_000, ["s.json", "invalid JSON"]),
+]
+
+
+@pytest.mark.parametrize("name,filename,content,fragments", CASES, ids=[c[0] for c in CASES])
+def test_bad_spec_file(cli, tmp_path, name, filename, content, fragments):
+    path = tmp_path / filename
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    before = snapshot(tmp_path)
+    result = cli("summary", str(path))
+    assert_clean_error(result, *fragments)
+    assert snapshot(tmp_path) == before
+
+
+def test_all_problems_are_reported_together(cli, tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"model": {"context": 0, "layers": [
+        {"type": "embeding"}, {"type": "linear", "outt": 3}, {"repeat": 0, "layers": []}]},
+        "train": {"stpes": 3}}))
+    err = assert_clean_error(cli("summary", str(path)), "5 problems")
+    for fragment in ("model.context", "'embeding'", "'outt'", "repeat block", "'stpes'"):
+        assert fragment in err
+
+
+def test_spec_file_too_large(cli, tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text(toml() + "#" * (2 << 20))
+    assert_clean_error(cli("summary", str(path)), "bytes; specs are refused above")
+
+
+def test_spec_path_is_a_directory(cli, tmp_path):
+    (tmp_path / "d.toml").mkdir()
+    assert_clean_error(cli("summary", str(tmp_path / "d.toml")), "is a directory")
+
+
+def test_missing_spec_file(cli, tmp_path):
+    assert_clean_error(cli("summary", str(tmp_path / "nope.toml")), "no such spec file")
+
+
+def test_unknown_preset(cli):
+    assert_clean_error(cli("summary", "wavenett"),
+                       "no preset or spec file named 'wavenett' (did you mean 'wavenet'?)")
+
+
+@pytest.mark.parametrize("train,fragment", [
+    ("stpes = 5", "train: unknown key 'stpes' (did you mean 'steps'?)"),
+    ('lr = "fast"', "train.lr: expected a finite number >= 0, got string 'fast'"),
+    ('optimizer = "adam"', "train.optimizer: expected one of 'adamw', 'sgd', got string 'adam'"),
+    ("batch_size = 0", "train.batch_size: expected an integer >= 1, got int 0"),
+])
+def test_bad_recipe_is_refused_before_training(cli, tmp_path, train, fragment):
+    path = tmp_path / "s.toml"
+    path.write_text(toml() + f"[train]\n{train}\n")
+    out = tmp_path / "run"
+    before = snapshot(tmp_path)
+    assert_clean_error(cli("train", str(path), "--out", str(out)), str(path), fragment)
+    assert snapshot(tmp_path) == before and not out.exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from zoo.cli import main
+    from zoo.errors import SpecError
+
+    result = CliRunner().invoke(main, ["--debug", "summary", "wavenett"])
+    assert isinstance(result.exception, SpecError)
