@@ -136,18 +136,23 @@ def _export_proto(model: Model, opset: int) -> onnx.ModelProto:
                 custom_translation_table=table or None)
             return program.model_proto
     except Exception as e:  # the exporter raises OnnxExporterError and plenty of others
-        raise ArtifactError(f"ONNX export failed{_culprit(model, e, example)}: "
-                            f"{_one_line(e)}") from None
+        where, why = _culprit(model, e, example)
+        raise ArtifactError(f"ONNX export failed{where}: {why or _one_line(e)}") from None
     finally:
         model.train(was_training)
+
+
+QUIET_LOGGERS = ("torch", "torch.onnx", "torch.export", "torch.fx", "torch._dynamo",
+                 "torch.fx.experimental.symbolic_shapes", "onnxscript")
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the exporter's progress lines, torchvision notes and deprecation warnings."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.filterwarnings("ignore", category=FutureWarning)
@@ -155,55 +160,62 @@ def _quiet() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=".*training mode.*")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 OP_NAME = re.compile(r"OpOverload\(op='([\w.]+)', overload='(\w+)'\)")
 
 
-def _culprit(model: Model, error: Exception, example: torch.Tensor) -> str:
-    """' in entry 3 (x) of plugin 'p'' for the layer the export stumbled on, or ''."""
+def _culprit(model: Model, error: Exception, example: torch.Tensor) -> tuple[str, str]:
+    """(' in entry 3 (x) of plugin 'p'', the reason if known) for the layer export broke on."""
     match = OP_NAME.search(str(error))
     with _quiet():
         try:
             program = torch.export.export(model, (example,), strict=False)
         except Exception:
             return _first_failing_layer(model)
-        if match is None:
-            return ""
-        target = f"{match.group(1)}.{match.group(2)}"
-        for node in program.graph.nodes:
-            if node.op == "call_function" and str(node.target) == target:
-                for path, _ in (node.meta.get("nn_module_stack") or {}).values():
-                    index = re.match(r"(?:L\['self'\]\.)?layers\.(\d+)", path)
-                    if index:
-                        return _describe(model, int(index.group(1)), target)
-    return f" (operator {target})"
+    if match is None:
+        return "", ""
+    target = f"{match.group(1)}.{match.group(2)}"
+    why = (f"operator {target} has no ONNX translation; the layer's plugin can supply one "
+           "through LayerType.onnx_translation")
+    for node in program.graph.nodes:
+        if node.op == "call_function" and str(node.target) == target:
+            for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+                index = re.match(r"(?:L\['self'\]\.)?layers\.(\d+)", path)
+                if index:
+                    return _describe(model, int(index.group(1))), why
+    return "", why
 
 
-def _first_failing_layer(model: Model) -> str:
+def _first_failing_layer(model: Model) -> tuple[str, str]:
     """Trace the layers one by one (each on an example of its input shape) to find the culprit."""
     x: torch.Tensor = torch.zeros((2, model.context), dtype=torch.int64)  # (B, T)
-    for i, layer in enumerate(model.layers):
-        try:
-            torch.export.export(layer, (x,), strict=False)
-            with torch.no_grad():
-                x = layer(x)
-        except Exception:
-            return _describe(model, i, None)
-    return ""
+    with _quiet():
+        for i, layer in enumerate(model.layers):
+            try:
+                torch.export.export(layer, (x,), strict=False)
+                with torch.no_grad():
+                    x = layer(x)
+            except Exception as e:
+                return _describe(model, i), f"torch.export cannot trace it: {_one_line(e)}"
+    return "", ""
 
 
-def _describe(model: Model, index: int, op: str | None) -> str:
+def _describe(model: Model, index: int) -> str:
     entry = model.entries[index]
     plugin = f" of plugin {entry.layer.plugin!r}" if entry.layer.plugin else ""
-    what = f" (operator {op} has no ONNX translation; the plugin can supply one through " \
-           "LayerType.onnx_translation)" if op else ""
-    return f" in {entry.label}{plugin}{what}"
+    return f" in {entry.label}{plugin}"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _one_line(error: BaseException) -> str:
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    """The telling line of an exporter error: no ANSI colours, no graph dumps, no class repr."""
+    lines = [ln.strip() for ln in ANSI.sub("", str(error)).splitlines() if ln.strip()]
     text = next((ln for ln in lines if "Error" in ln and len(ln) > 20), lines[0] if lines else "")
+    text = re.sub(r"<class '[\w.]+'>: ", "", text).split(" This is step ")[0]
     text = text or type(error).__name__
     return text if len(text) <= 300 else text[:297] + "..."

@@ -149,3 +149,14 @@ def test_registered_declaration_keeps_its_plugin_name() -> None:
     layer = get_registry().layer("swish")
     unregistered = dataclasses.replace(layer, plugin="", version="")
     assert check_layer(unregistered, onnx=False).plugin == "extra"
+
+
+def test_a_custom_op_without_its_translation_fails_the_onnx_check() -> None:
+    pytest.importorskip("zoo.export.onnx", reason="zoo.export.onnx is not importable")
+    declared = get_registry().layer("hardswishish")
+    untranslated = dataclasses.replace(declared, name="hardswishish_bare", onnx_translation=None)
+    with pytest.raises(ConformanceError) as e:
+        check_layer(untranslated)
+    assert str(e.value).startswith("layer 'hardswishish_bare' (plugin 'extra') fails the onnx "
+                                   "check: export failed: ArtifactError: ONNX export failed")
+    assert "layerzoo_extra.hardswishish" in str(e.value)

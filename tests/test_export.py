@@ -115,6 +115,24 @@ def test_missing_translation_names_the_layer_and_plugin(exported: Exported,
     assert not (tmp_path / "m.onnx").exists()
 
 
+class DataDependent(torch.nn.Module):
+    """A layer the exporter cannot trace: Python control flow on tensor values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) if x.sum() > 0 else -x
+
+
+def test_untraceable_layer_is_named(exported: Exported, tmp_path: Path) -> None:
+    run = open_run(exported("mlp")[0])
+    index = next(i for i, e in enumerate(run.model.entries) if e.layer.name == "tanh")
+    run.model.layers[index] = DataDependent()
+    with pytest.raises(ArtifactError) as info:
+        export_onnx(run, tmp_path / "m.onnx")
+    label = run.model.entries[index].label
+    assert f"ONNX export failed in {label} of plugin 'activations': " in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 def test_export_errors_are_artifact_errors(exported: Exported, tmp_path: Path) -> None:
     run = open_run(exported("bigram")[0])
     with pytest.raises(ArtifactError, match="does not exist"):

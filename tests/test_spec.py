@@ -98,13 +98,14 @@ BAD_SPECS = [
                  "<python>: entry 2 (linear): unknown key 'outt' (did you mean 'out'?); linear "
                  "takes 'out', 'bias', 'init', 'gain', 'scale'", id="unknown-key"),
     pytest.param(entry({"type": "linear", "out": "big"}),
-                 "<python>: entry 2 (linear): key 'out': expected an integer or none, got "
+                 "<python>: entry 2 (linear): key 'out': expected an integer or none >= 1, got "
                  "string 'big'", id="wrong-type"),
     pytest.param(entry({"type": "linear", "bias": 1}),
                  "<python>: entry 2 (linear): key 'bias': expected true or false, got int 1",
                  id="int-for-bool"),
     pytest.param(entry({"type": "dropout", "p": 1.5}),
-                 "<python>: entry 2 (dropout): key 'p': expected a number <= 1, got float 1.5",
+                 "<python>: entry 2 (dropout): key 'p': expected a finite number >= 0 and <= 1, "
+                 "got float 1.5",
                  id="out-of-range"),
     pytest.param(entry({"type": "linear", "init": "he"}),
                  "<python>: entry 2 (linear): key 'init': expected one of 'kaiming', 'xavier', "
@@ -168,7 +169,7 @@ BAD_SPECS = [
                  "<python>: train: unknown key 'step' (did you mean 'steps'?)",
                  id="bad-train-key"),
     pytest.param({"model": {"layers": entry()}, "train": {"lr": "fast"}},
-                 "<python>: train.lr: expected a number, got string 'fast'",
+                 "<python>: train.lr: expected a finite number >= 0, got string 'fast'",
                  id="bad-train-value"),
 ]
 
@@ -196,7 +197,8 @@ def test_every_problem_is_reported_at_once() -> None:
         "entry 2 (tanh): unknown key 'x'; tanh takes none",
         "entry 3 (repeat block): key 'repeat': expected an integer >= 1, got int 0",
         # the same mistake in every repeat is reported once
-        "entry 4.0 (dropout, repeat 1 of 3): key 'p': expected a number <= 1, got int 2",
+        "entry 4.0 (dropout, repeat 1 of 3): key 'p': expected a finite number >= 0 and <= 1, "
+        "got int 2",
     ]
     assert str(e.value).startswith("<python>: 7 problems: model.context: ")
 

@@ -8,7 +8,14 @@ no torch; ``build_model`` and friends load torch when first touched, and the onn
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# Bit-for-bit reproducible training: without MKL's strict conditional numerical reproducibility
+# the first training run in a process rounded differently from later ones and from other
+# processes (measured on torch 2.13's MKL). Set before torch makes its first MKL call; a
+# caller's own MKL_CBWR wins.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 from zoo.errors import (
     ArtifactError,

@@ -77,7 +77,11 @@ class Vocab:
 
 def read_words(path: str | Path) -> list[str]:
     """The words of a file, one per line, stripped; DataError naming the file and line."""
-    path = Path(path)
+    return _read(Path(path))[0]
+
+
+def _read(path: Path) -> tuple[list[str], str]:
+    """The words of a file and the sha256 of its bytes (read once)."""
     if path.is_dir():
         raise DataError(f"{path} is a directory; expected a words file (one word per line)")
     try:
@@ -110,7 +114,7 @@ def read_words(path: str | Path) -> list[str]:
         words.append(word)
     if not words:
         raise DataError(f"{path}: no words (the file is empty or has only blank lines)")
-    return words
+    return words, hashlib.sha256(raw).hexdigest()
 
 
 def windows(words: list[str], vocab: Vocab, context: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,10 +170,12 @@ class Dataset:
 def load_dataset(path: str | Path | None, context: int, seed: int) -> Dataset:
     """Read, split and window a words file (default: the bundled names.txt)."""
     path = Path(path) if path is not None else default_words_file()
-    words = read_words(path)
+    words, digest = _read(path)
     vocab = Vocab.from_words(words)
-    parts = dict(zip(("train", "val", "test"), split_words(words, seed)))
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        parts = dict(zip(("train", "val", "test"), split_words(words, seed)))
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
     return Dataset(str(path), digest, vocab, context,
                    {k: windows(v, vocab, context) for k, v in parts.items()},
                    {k: len(v) for k, v in parts.items()})

@@ -241,6 +241,8 @@ def train(spec: Any = "mlp-bn", *, data: str | Path | None = None, out: str | Pa
     """
     out = Path(out)
     if resume:
+        for stale in out.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink()
         if overrides:
             raise SpecError("--resume continues a run with its own recipe; drop the overrides ("
                             + ", ".join(overrides) + ")")
