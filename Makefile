@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml tests/thirdparty/extra/pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -m pip install --quiet ./tests/thirdparty/extra
+	$(BIN)/python -m pip install --quiet -e ./tests/thirdparty/extra
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from zoo.export.onnx import export_run
-from zoo.export.runtime import OnnxModel
 
 from zoo.data import default_words_file
+from zoo.export.onnx import export_run
+from zoo.export.runtime import OnnxModel
 from zoo.rundir import open_run
 from zoo.train import train
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from zoo.build import build_model
 from zoo.data import load_dataset
-from zoo.train import make_optimizer, resolve_recipe, train, train_step
 from zoo.spec import load_spec
+from zoo.train import make_optimizer, resolve_recipe, train, train_step
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"
 LECTURE = {"optimizer": "sgd", "batch_size": 32, "steps": 200_000, "lr": 0.1,
@@ -74,7 +74,8 @@ def step_cost(name: str, data: Path, rounds: int, steps: int) -> dict[str, float
     torch.manual_seed(0)
     zoo_model = build_model(spec, ds.vocab.size)
     base = plain(name, ds.vocab.size)
-    base.load_state_dict(dict(zip(base.state_dict(), zoo_model.state_dict().values())))
+    base.load_state_dict(dict(zip(base.state_dict(), zoo_model.state_dict().values(),
+                                  strict=True)))
     models = {"zoo": zoo_model, "plain": base}
     opts = {k: make_optimizer(m, recipe) for k, m in models.items()}
     gen = torch.Generator().manual_seed(0)
@@ -88,7 +89,7 @@ def step_cost(name: str, data: Path, rounds: int, steps: int) -> dict[str, float
                 train_step(models[key], opts[key], x[idx], y[idx])
             if r:  # round 0 warms up both
                 times[key].append((time.perf_counter() - t0) / steps)
-    ratios = [z / p for z, p in zip(times["zoo"], times["plain"])]
+    ratios = [z / p for z, p in zip(times["zoo"], times["plain"], strict=False)]
     return {"zoo_ms": 1e3 * statistics.median(times["zoo"]),
             "plain_ms": 1e3 * statistics.median(times["plain"]),
             "ratio": statistics.median(ratios), "batch": recipe.batch_size}

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from zoo.export.runtime import OnnxModel
 
 from zoo.data import load_dataset
 from zoo.errors import ArtifactError
+from zoo.export.runtime import OnnxModel
 from zoo.rundir import open_run
 from zoo.sampling import sample
 

@@ -40,7 +40,8 @@ class LayerNormParams:
 
 def _features(in_shape: Shape, place: Place) -> Shape:
     if len(in_shape) not in (1, 2):
-        raise ShapeError(f"expects features [B, C] or [B, T, C], got [B, {', '.join(map(str, in_shape))}]")
+        dims = ", ".join(map(str, in_shape))
+        raise ShapeError(f"expects features [B, C] or [B, T, C], got [B, {dims}]")
     return in_shape
 
 

@@ -1,4 +1,4 @@
-"""The model zoo: named specs shipped as TOML files in ``presets/``, registered like any plugin's."""
+"""The model zoo: named specs shipped as TOML files in ``presets/``, registered by a plugin."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class Model(nn.Module):
     def summary(self) -> list[SummaryRow]:
         """Each layer with its output shape (batch left out) and parameter count."""
         return [SummaryRow(e.label, e.layer.name, s, sum(p.numel() for p in m.parameters()))
-                for e, s, m in zip(self.entries, self.shapes, self.layers)]
+                for e, s, m in zip(self.entries, self.shapes, self.layers, strict=False)]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -96,7 +96,7 @@ def infer_shapes(entries: list[Entry], places: list[Place], context: int,
     shape: Shape = (context,)
     tokens, producer = True, "the model input (token ids)"
     shapes = []
-    for entry, place in zip(entries, places):
+    for entry, place in zip(entries, places, strict=False):
         if entry.layer.takes_tokens != tokens:
             want = "token ids" if entry.layer.takes_tokens else "features"
             have = "token ids" if tokens else f"features of shape {shape}"
@@ -130,7 +130,7 @@ def infer_shapes(entries: list[Entry], places: list[Place], context: int,
 def _build_layers(entries: list[Entry], places: list[Place], context: int,
                   shapes: list[Shape], source: str) -> list[nn.Module]:
     modules = []
-    for entry, place, in_shape in zip(entries, places, [(context,), *shapes[:-1]]):
+    for entry, place, in_shape in zip(entries, places, [(context,), *shapes[:-1]], strict=False):
         try:
             module = entry.layer.build(in_shape, entry.params, place)
         except ZooError as e:

@@ -67,7 +67,8 @@ class Vocab:
 
     @classmethod
     def from_json(cls, text: str) -> Vocab:
-        chars = json.loads(text)["chars"]
+        data = json.loads(text)
+        chars = data.get("chars") if isinstance(data, dict) else None
         if (not isinstance(chars, list) or len(chars) < 2 or chars[0] != BOUNDARY
                 or not all(isinstance(c, str) and len(c) == 1 for c in chars)
                 or len(set(chars)) != len(chars)):
@@ -173,7 +174,7 @@ def load_dataset(path: str | Path | None, context: int, seed: int) -> Dataset:
     words, digest = _read(path)
     vocab = Vocab.from_words(words)
     try:
-        parts = dict(zip(("train", "val", "test"), split_words(words, seed)))
+        parts = dict(zip(("train", "val", "test"), split_words(words, seed), strict=False))
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
     return Dataset(str(path), digest, vocab, context,

@@ -7,7 +7,7 @@ where it can, the fix. The CLI prints ``str(error)`` on one line and exits with 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = [
     "ZooError",

@@ -6,7 +6,8 @@ holds for built-in and third-party plugins alike.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 

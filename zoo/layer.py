@@ -12,8 +12,9 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 Shape = tuple[int, ...]
 """A tensor shape without the batch axis, e.g. ``(8, 24)`` for ``[B, 8, 24]``."""

@@ -14,8 +14,9 @@ import importlib
 import importlib.metadata
 import os
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pluggy
 
@@ -134,7 +135,7 @@ class Registry:
                 info = self.plugins[impl.plugin_name]
                 collected: list[Any] = []
                 try:
-                    impl.function(register=lambda *a, **k: collected.append((a, k)))
+                    impl.function(register=lambda *a, _c=collected, **k: _c.append((a, k)))
                 except Exception as e:
                     _add_error(info, f"raised in {hook.name}: {type(e).__name__}: {e}")
                     continue

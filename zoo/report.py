@@ -15,7 +15,7 @@ def _table(rows: list[list[str]], right: set[int] = frozenset()) -> str:
     lines = []
     for row in rows:
         cells = [c.rjust(w) if i in right else c.ljust(w)
-                 for i, (c, w) in enumerate(zip(row, widths))]
+                 for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 

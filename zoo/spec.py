@@ -119,7 +119,11 @@ def read_spec_file(path: str | Path) -> Spec:
     try:
         size = path.stat().st_size
         if path.is_dir():
-            raise SpecError(f"{path} is a directory, not a spec file")
+            raise SpecError(f"{path} is a directory, not a spec file (nor a run directory: it "
+                            "has no spec.json)")
+        if path.suffix.lower() == ".onnx":  # not text; say what it is rather than "not UTF-8"
+            raise SpecError(f"{path} is an ONNX model, not a spec file; give a preset, a .toml "
+                            "or .json spec, or the run directory it was exported from")
         if size > MAX_SPEC_BYTES:
             raise SpecError(f"{path} is {size:,} bytes; specs are refused above "
                             f"{MAX_SPEC_BYTES:,} bytes")

@@ -17,9 +17,10 @@ import math
 import platform
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -322,9 +323,9 @@ def _loop(out: Path, model: Model, optimizer: torch.optim.Optimizer,
             if not math.isfinite(loss):
                 meta.update(status="failed", error=f"non-finite loss at step {step}")
                 rundir.write_json(out / rundir.META, meta)
-                raise TrainingError(f"loss became {loss} at step {step:,} (lr {recipe.lr_at(step):g})"
-                                    f"; the last good checkpoint in {out} is kept — try a lower "
-                                    "--lr")
+                raise TrainingError(f"loss became {loss} at step {step:,} (lr "
+                                    f"{recipe.lr_at(step):g}); the last good checkpoint in {out} "
+                                    "is kept — try a lower --lr")
             window.append(loss)
             bar.update(1)
             if on_step is not None:
