@@ -2,7 +2,7 @@
 
 One word per line; lines are stripped and blank lines skipped. The vocabulary is '.' (index 0,
 the word boundary) followed by the sorted characters of the file. Windows are built with numpy
-in one pass, not a Python loop per character.
+in one pass, not a Python loop per character. numpy only: the onnxruntime side uses Vocab too.
 """
 
 from __future__ import annotations

@@ -66,9 +66,11 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise ArtifactError(f"{path} is missing") from None
     except OSError as e:
         raise ArtifactError(f"{path}: cannot read: {e.strerror}") from None
-    # a safetensors file is an 8-byte header length, then a JSON header starting with '{'
-    looks_pickled = data[:1] == b"\x80" or data[:2] == b"PK"  # pickle 2+ / torch.save's zip
-    if data[8:9] != b"{" and looks_pickled:
+    # a safetensors file is an 8-byte header length, then a JSON header starting with '{'; a
+    # pickle starts with PROTO 0x80 (protocol 2+) or, protocols 0-1, ends with STOP '.';
+    # torch.save writes a zip archive ('PK') of pickles
+    if data[8:9] != b"{" and (data[:1] == b"\x80" or data[:2] == b"PK"
+                              or (data[-1:] == b"." and data[:1] in b"(}]cN)")):
         raise ArtifactError(f"{path} is a pickle or torch.save file, not safetensors; layerzoo "
                             "never unpickles (it can run code)")
     try:

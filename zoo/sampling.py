@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from zoo.errors import ArtifactError, DataError, SpecError
+from zoo.data import Vocab
+from zoo.errors import ArtifactError, SpecError
 
 __all__ = ["sample", "LogitsFn", "BOUNDARY"]
 
@@ -39,7 +40,7 @@ def sample(logits_fn: LogitsFn, *, vocab: Sequence[str], context: int, n: int, s
     Bad settings raise SpecError; prefix characters outside the vocabulary raise DataError.
     """
     chars = _check(vocab, context, n, seed, temperature, top_k, prefix, max_length)
-    start = _encode(prefix, chars)
+    start = Vocab(chars).encode(prefix, what="prefix")
     size = len(chars)
     k = size if top_k is None else min(top_k, size)
     rng = np.random.default_rng(seed)
@@ -98,16 +99,6 @@ def _call(logits_fn: LogitsFn, window: np.ndarray, size: int) -> np.ndarray:
         raise ArtifactError("the model returned non-finite logits (NaN or inf); its weights "
                             "are broken")
     return logits
-
-
-def _encode(prefix: str, chars: tuple[str, ...]) -> list[int]:
-    index = {c: i for i, c in enumerate(chars) if i}
-    bad = sorted({c for c in prefix if c not in index})
-    if bad:
-        raise DataError(f"prefix {prefix!r} has characters outside the model's vocabulary: "
-                        + ", ".join(repr(c) for c in bad)
-                        + f" (the vocabulary is {''.join(chars[1:])!r})")
-    return [index[c] for c in prefix]
 
 
 def _is_int(value: object) -> bool:

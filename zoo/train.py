@@ -228,7 +228,6 @@ def _prepare_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()):
         raise ArtifactError(f"--out {out} is not empty; continue that run with "
                             f"`zoo train --resume {out}` or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def train(spec: Any = "mlp-bn", *, data: str | Path | None = None, out: str | Path,
@@ -272,6 +271,10 @@ def train(spec: Any = "mlp-bn", *, data: str | Path | None = None, out: str | Pa
     if resume:
         start = load_checkpoint(out, model, optimizer, generator)
     else:
+        try:  # only once the model is built: a failed start leaves no empty run dir behind
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ArtifactError(f"cannot create run directory {out}: {e.strerror}") from None
         rundir.write_json(out / rundir.SPEC, run_spec.to_dict())
         atomic.write_text(out / rundir.VOCAB, dataset.vocab.to_json() + "\n")
         meta = {"spec": run_spec.source, "seed": recipe.seed,

@@ -1,0 +1,296 @@
+"""Bad-input matrix, artifacts: broken run directories, weights, checkpoints and ONNX files.
+
+Each case copies a tiny trained run (with its model.onnx) into tmp_path, breaks one thing, runs
+one command and expects one line naming the problem and the file, exit status 2, no traceback,
+and every file under tmp_path exactly as it was before the command.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from matrix import assert_clean_error, snapshot
+
+W, CKPT = "weights.safetensors", "checkpoint.safetensors"
+
+
+@dataclass
+class Place:
+    """Where a case works: its own copy of an mlp-bn run, and the untouched wavenet run."""
+
+    tmp: Path
+    run: Path  # copy of the mlp-bn run, model.onnx included
+    other: Path  # the shared wavenet run: read from, never written
+
+    @property
+    def onnx(self) -> Path:
+        return self.run / "model.onnx"
+
+    def fill(self, text: str) -> str:
+        for key, path in (("{run}", self.run), ("{onnx}", self.onnx), ("{tmp}", self.tmp)):
+            text = text.replace(key, str(path))
+        return text
+
+
+Breaker = Callable[[Place], None]
+
+
+def nothing(place: Place) -> None:
+    """The case needs no damage: the command is wrong for the file it is given."""
+
+
+def write(name: str, data: bytes | str | Callable[[Place], bytes]) -> Breaker:
+    def apply(place: Place) -> None:
+        value = data(place) if callable(data) else data
+        path = place.run / name
+        if isinstance(value, str):
+            path.write_text(value, encoding="utf-8")
+        else:
+            path.write_bytes(value)
+    return apply
+
+
+def cut(name: str, keep: int | float) -> Breaker:
+    """Truncate to ``keep`` bytes (an int) or to that fraction of the file (a float)."""
+    def apply(place: Place) -> None:
+        data = (place.run / name).read_bytes()
+        (place.run / name).write_bytes(data[:keep if isinstance(keep, int) else
+                                            int(len(data) * keep)])
+    return apply
+
+
+def remove(name: str) -> Breaker:
+    return lambda place: (place.run / name).unlink()
+
+
+def from_other(name: str, to: str) -> Breaker:
+    return lambda place: shutil.copy(place.other / name, place.run / to)
+
+
+def noise(size: int) -> bytes:
+    return random.Random(size).randbytes(size)
+
+
+def torch_saved(_: Place) -> bytes:
+    buf = io.BytesIO()
+    torch.save({"layers.0.weight": torch.zeros(27, 10)}, buf)
+    return buf.getvalue()
+
+
+def edit_onnx(change: Callable[[onnx.ModelProto, Place], None]) -> Breaker:
+    def apply(place: Place) -> None:
+        model = onnx.load(place.onnx)
+        change(model, place)
+        # serialized by hand: onnx.save would try to follow external-data entries itself
+        place.onnx.write_bytes(model.SerializeToString())
+    return apply
+
+
+def drop_metadata(model: onnx.ModelProto, place: Place) -> None:
+    del model.metadata_props[:]
+
+
+def corrupt_vocab_metadata(model: onnx.ModelProto, place: Place) -> None:
+    for prop in model.metadata_props:
+        if prop.key == "vocab":
+            prop.value = '[".", "a", '
+
+
+def external(location: str, make_file: bool = False) -> Breaker:
+    """Move the first initializer's bytes to external data at ``location``."""
+    def change(model: onnx.ModelProto, place: Place) -> None:
+        tensor = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+        if make_file:
+            (place.onnx.parent / location).write_bytes(tensor.raw_data)
+        size = len(tensor.raw_data)
+        tensor.ClearField("raw_data")
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", str(size))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    return edit_onnx(change)
+
+
+def foreign_graph(place: Place) -> bytes:
+    """A valid ONNX model with layerzoo metadata that is not a layerzoo model (Identity)."""
+    h = onnx.helper
+    graph = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "foreign",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 3])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 3])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 20)])
+    h.set_model_props(model, {"layerzoo.format": "1", "vocab": '[".", "a", "b"]',
+                              "context": "3"})
+    return model.SerializeToString()
+
+
+def shrink_vocab(place: Place) -> bytes:
+    return b'{"chars": [".", "a", "b", "c"]}'
+
+
+def other_onnx(place: Place) -> None:
+    shutil.copy(place.other / "model.onnx", place.tmp / "other.onnx")
+
+
+def empty_dir(place: Place) -> None:
+    (place.tmp / "empty").mkdir()
+
+
+R, O, T = "{run}", "{onnx}", "{tmp}"
+NOT_ST = "is not a valid safetensors file"
+PICKLE = ("is a pickle or torch.save file, not safetensors", "never unpickles")
+OTHER = "holds weights of another model"
+
+# (id, how to break the copy, command, fragments of the one-line error; {run}, {onnx}, {tmp}
+# are filled in with the case's paths)
+CASES: list[tuple[str, Breaker, list[str], list[str]]] = [
+    # -- weights.safetensors --------------------------------------------------------------
+    ("weights-truncated-header", cut(W, 100), ["sample", R], [f"{R}/{W}", NOT_ST]),
+    ("weights-truncated-data", cut(W, 0.5), ["export", R], [f"{R}/{W}", NOT_ST]),
+    ("weights-random-bytes", write(W, noise(4000)), ["sample", R], [f"{R}/{W}", NOT_ST]),
+    ("weights-empty", write(W, b""), ["check", R, O], [f"{R}/{W}", NOT_ST]),
+    ("weights-pickle", write(W, pickle.dumps({"layers.0.weight": [0.0] * 10})), ["sample", R],
+     [f"{R}/{W}", *PICKLE]),
+    ("weights-pickle-protocol-0", write(W, pickle.dumps({"w": [1.0]}, protocol=0)),
+     ["export", R], [f"{R}/{W}", *PICKLE]),
+    ("weights-torch-save", write(W, torch_saved), ["check", R, O], [f"{R}/{W}", *PICKLE]),
+    ("weights-of-another-spec", from_other(W, W), ["sample", R], [f"{R}/{W}", OTHER]),
+    ("weights-of-another-spec-export", from_other(W, W), ["export", R], [f"{R}/{W}", OTHER]),
+    ("weights-of-another-vocab", write("vocab.json", shrink_vocab), ["sample", R],
+     [f"{R}/{W}", OTHER, "layers.0.weight is (27, 10), the spec needs (4, 10)"]),
+    # -- files missing from the run directory ---------------------------------------------
+    ("no-spec", remove("spec.json"), ["sample", R], [f"run directory {R} is missing spec.json"]),
+    ("no-spec-summary", remove("spec.json"), ["summary", R],
+     [f"{R} is a directory, not a spec file", "no spec.json"]),
+    ("no-vocab", remove("vocab.json"), ["export", R], [f"{R} is missing vocab.json"]),
+    ("no-vocab-summary", remove("vocab.json"), ["summary", R], [f"{R}/vocab.json is missing"]),
+    ("no-meta", remove("meta.json"), ["check", R, O], [f"{R} is missing meta.json"]),
+    ("no-weights", remove(W), ["sample", R], [f"{R} is missing {W}"]),
+    ("no-run-dir", nothing, ["export", f"{T}/nope"], [f"{T}/nope: no such run directory"]),
+    ("sample-empty-dir", empty_dir, ["sample", f"{T}/empty"],
+     [f"run directory {T}/empty is missing spec.json, vocab.json, {W}, meta.json"]),
+    # -- corrupted JSON -------------------------------------------------------------------
+    ("spec-json-syntax", write("spec.json", '{"model": {"layers": ['), ["summary", R],
+     [f"{R}/spec.json is corrupted", "line 1"]),
+    ("spec-not-a-table", write("spec.json", "[1, 2, 3]"), ["sample", R],
+     [f"{R}/spec.json is not a valid spec", "expected a table with 'model'"]),
+    ("spec-unknown-layer", write("spec.json", '{"model": {"layers": ["embedding", "flatten", '
+                                 '"tanhh", "linear"]}}'), ["export", R],
+     [f"{R}/spec.json: cannot build the model", "unknown layer 'tanhh'"]),
+    ("spec-not-utf8", write("spec.json", b'{"model": "\xff"}'), ["check", R, O],
+     [f"{R}/spec.json is corrupted", "utf-8"]),
+    ("vocab-json-syntax", write("vocab.json", '{"chars": [".", "a"'), ["sample", R],
+     [f"{R}/vocab.json is corrupted"]),
+    ("vocab-wrong-shape", write("vocab.json", '{"chars": ["a"]}'), ["summary", R],
+     [f"{R}/vocab.json is corrupted", "expected {'chars': ['.', ...]}"]),
+    ("vocab-a-list", write("vocab.json", '[".", "a"]'), ["check", R, O],
+     [f"{R}/vocab.json is corrupted", "expected {'chars': ['.', ...]}"]),
+    ("meta-json-syntax", write("meta.json", "{"), ["check", R, O], [f"{R}/meta.json is corrupted"]),
+    ("meta-not-utf8", write("meta.json", b"\xff\xfe{}"), ["sample", R],
+     [f"{R}/meta.json is corrupted"]),
+    ("meta-without-data", write("meta.json", "{}"), ["check", R, O],
+     [f"{R}/meta.json does not say which words file"]),
+    # -- ONNX files -----------------------------------------------------------------------
+    ("onnx-truncated", cut("model.onnx", 0.5), ["sample", O], [O, "is not a valid ONNX model"]),
+    ("onnx-truncated-check", cut("model.onnx", 3000), ["check", R, O],
+     [O, "is not a valid ONNX model"]),
+    ("onnx-random-bytes", write("model.onnx", noise(5000)), ["sample", O],
+     [O, "is not a valid ONNX model"]),
+    ("onnx-empty", write("model.onnx", b""), ["sample", O], [f"{O} is empty"]),
+    ("onnx-missing", remove("model.onnx"), ["sample", O], [f"{O}: no such ONNX file"]),
+    ("onnx-pickle", write("model.onnx", pickle.dumps({"graph": 1})), ["sample", O],
+     [f"{O} is a Python pickle", "never unpickles"]),
+    ("onnx-torch-save", write("model.onnx", torch_saved), ["check", R, O],
+     [f"{O} is a zip archive (torch.save?)"]),
+    ("onnx-no-metadata", edit_onnx(drop_metadata), ["sample", O],
+     [f"{O} has no layerzoo metadata"]),
+    ("onnx-no-metadata-check", edit_onnx(drop_metadata), ["check", R, O],
+     [f"{O} has no layerzoo metadata"]),
+    ("onnx-corrupted-metadata", edit_onnx(corrupt_vocab_metadata), ["sample", O],
+     [f"{O} has corrupted layerzoo metadata"]),
+    ("onnx-not-a-layerzoo-graph", write("model.onnx", foreign_graph), ["sample", O],
+     [f"{O} takes [x tensor(float)", "a layerzoo model takes context int64 [batch, 3]"]),
+    ("onnx-external-data-outside", external("../../etc/passwd"), ["sample", O],
+     [f"{O} refers to external data", "will not read other files"]),
+    ("onnx-external-data-outside-check", external("../../etc/passwd"), ["check", R, O],
+     [f"{O} refers to external data"]),
+    ("onnx-external-data-absolute", external("/etc/passwd"), ["sample", O],
+     [f"{O} refers to external data"]),
+    ("onnx-external-data-beside-it", external("weights.bin", make_file=True), ["sample", O],
+     [f"{O} refers to external data"]),
+    ("onnx-of-another-run", other_onnx, ["check", R, f"{T}/other.onnx"],
+     [f"{T}/other.onnx was not exported from {R}"]),
+    # -- a run directory where a file is expected, and the other way round ------------------
+    ("run-dir-as-onnx", nothing, ["check", R, R], [f"{R} is a directory; expected an .onnx file"]),
+    ("onnx-as-run-dir-export", nothing, ["export", O],
+     [f"{O} is a file, not a run directory"]),
+    ("onnx-as-run-dir-check", nothing, ["check", O, O], [f"{O} is a file, not a run directory"]),
+    ("onnx-as-spec-summary", nothing, ["summary", O], [f"{O} is an ONNX model, not a spec file"]),
+    ("weights-as-onnx", nothing, ["sample", f"{R}/{W}"], [f"{R}/{W} is not a valid ONNX model"]),
+    ("export-into-missing-folder", nothing, ["export", R, "-o", f"{T}/nope/m.onnx"],
+     [f"cannot write {T}/nope/m.onnx: folder {T}/nope does not exist"]),
+    ("export-onto-a-directory", nothing, ["export", R, "-o", R], [f"{R} is a directory"]),
+    # -- train --resume -------------------------------------------------------------------
+    ("resume-without-checkpoint", remove(CKPT), ["train", "--resume", R],
+     [f"{R}/{CKPT} is missing"]),
+    ("resume-truncated-checkpoint", cut(CKPT, 0.5), ["train", "--resume", R],
+     [f"{R}/{CKPT}", NOT_ST]),
+    ("resume-pickled-checkpoint", write(CKPT, torch_saved), ["train", "--resume", R],
+     [f"{R}/{CKPT}", *PICKLE]),
+    ("resume-weights-as-checkpoint", from_other(W, CKPT), ["train", "--resume", R],
+     [f"{R}/{CKPT} is not a layerzoo checkpoint"]),
+    ("resume-checkpoint-of-another-spec", from_other(CKPT, CKPT), ["train", "--resume", R],
+     [f"{R}/{CKPT}", OTHER]),
+    ("resume-empty-dir", empty_dir, ["train", "--resume", f"{T}/empty"],
+     [f"{T}/empty/spec.json is missing"]),
+    ("resume-no-such-dir", nothing, ["train", "--resume", f"{T}/nope"],
+     [f"{T}/nope/spec.json is missing"]),
+]
+
+
+@pytest.fixture
+def place(tmp_path: Path, exported) -> Place:
+    run, _ = exported("mlp-bn")
+    other, _ = exported("wavenet")
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    return Place(tmp_path, copy, other)
+
+
+@pytest.mark.parametrize("name,breaker,args,fragments", CASES, ids=[c[0] for c in CASES])
+def test_broken_artifact(cli, place, name, breaker, args, fragments):
+    breaker(place)
+    other_before = snapshot(place.other)
+    before = snapshot(place.tmp)
+    result = cli(*[place.fill(a) for a in args])
+    assert_clean_error(result, *[place.fill(f) for f in fragments])
+    assert result.stdout == ""
+    assert snapshot(place.tmp) == before
+    assert snapshot(place.other) == other_before
+
+
+def test_every_command_is_covered():
+    """The matrix exercises each command that reads an artifact."""
+    commands = {" ".join(args[:2]) if args[0] == "train" else args[0]
+                for _, _, args, _ in CASES}
+    assert {"sample", "summary", "export", "check", "train --resume"} <= commands
+    assert len(CASES) >= 10
+
+
+def test_debug_shows_the_traceback_for_a_broken_artifact(place):
+    from click.testing import CliRunner
+
+    from zoo.cli import main
+    from zoo.errors import ArtifactError
+
+    remove(W)(place)
+    result = CliRunner().invoke(main, ["--debug", "sample", str(place.run)])
+    assert isinstance(result.exception, ArtifactError)
