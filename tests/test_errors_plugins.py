@@ -8,7 +8,6 @@ plugin and the reason, and the built-in layers and presets still build. In stric
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from matrix import assert_clean_error, snapshot
@@ -68,7 +67,7 @@ def test_listing_still_works_and_names_the_broken_plugin(cli, fake_install, pack
         (line,) = lines
         names_the_plugin(line, package)
     for builtin in ("embedding", "linear", "batchnorm", "flatten_consecutive"):
-        assert re.search(rf"^{builtin}\b", result.stdout, re.M) or builtin in result.stdout
+        assert builtin in result.stdout
     if command == "plugins" and package not in ("duplicate", "build_raises"):
         row = next(ln for ln in result.stdout.splitlines() if ln.startswith(plugin + " "))
         assert "FAILED" in row and reason.split(":")[0] in row

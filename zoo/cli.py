@@ -209,7 +209,7 @@ def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int) -
 
     registry(ctx)
     path = export_run(run, output, opset=opset)
-    ops = Counter(n.op_type for n in onnx.load(path).graph.node)
+    ops = Counter(n.op_type for n in onnx.load(path, load_external_data=False).graph.node)
     click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
     click.echo("ops: " + ", ".join(f"{op} x{count}" if count > 1 else op
                                    for op, count in ops.items()))

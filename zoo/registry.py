@@ -117,6 +117,12 @@ class Registry:
         return reg
 
     def _add(self, name: str, version: str, builtin: bool, loader: Callable[[], Any]) -> None:
+        if name in self.plugins:  # an entry point named like a plugin already loaded
+            taken = "a built-in plugin" if self.plugins[name].builtin else "another plugin"
+            name, info = f"{name} ({version})", PluginInfo(name, version, builtin)
+            self.plugins[name] = info
+            _add_error(info, f"failed to load: the plugin name is taken by {taken}")
+            return
         info = PluginInfo(name, version, builtin)
         self.plugins[name] = info
         try:

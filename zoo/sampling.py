@@ -24,6 +24,8 @@ from zoo.errors import ArtifactError, SpecError
 __all__ = ["sample", "LogitsFn", "BOUNDARY"]
 
 BOUNDARY = "."  # vocab[0]: ends a word, and pads the context before it starts
+MAX_WORDS = 1_000_000  # words per call: one batch, so memory grows with n
+MAX_IDS = 1 << 26  # n * max_length: the sampled ids are kept as one int64 array (512 MiB)
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 """int64 contexts [B, T] -> float logits [B, V]."""
@@ -119,6 +121,9 @@ def _check(vocab: Sequence[str], context: int, n: int, seed: int, temperature: f
         problems.append(f"context must be an integer >= 1, got {context!r}")
     if not _is_int(n) or n < 0:
         problems.append(f"n must be an integer >= 0, got {n!r}")
+    elif n > MAX_WORDS:
+        problems.append(f"n must be at most {MAX_WORDS:,} per call, got {n:,}; sample in "
+                        "batches")
     if not _is_int(seed) or seed < 0:
         problems.append(f"seed must be an integer >= 0, got {seed!r}")
     if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)
@@ -132,6 +137,9 @@ def _check(vocab: Sequence[str], context: int, n: int, seed: int, temperature: f
         problems.append(f"max_length must be an integer >= 1, got {max_length!r}")
     elif isinstance(prefix, str) and len(prefix) > max_length:
         problems.append(f"prefix {prefix!r} is longer than max_length {max_length}")
+    elif _is_int(n) and 0 <= n <= MAX_WORDS and n * max_length > MAX_IDS:
+        problems.append(f"n * max_length must be at most {MAX_IDS:,}, got {n:,} * "
+                        f"{max_length:,}; sample fewer or shorter words per call")
     if problems:
         raise SpecError(problems, "sampling")
     return chars
