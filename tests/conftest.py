@@ -133,7 +133,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory,
              tiny_words: Path) -> Callable[[str], tuple[Path, Path]]:
     """``exported("mlp-bn")`` -> (run dir, its model.onnx): 50 steps, exported on first use."""
     from zoo.export.onnx import export_run
-
     from zoo.train import train
 
     cache: dict[str, tuple[Path, Path]] = {}

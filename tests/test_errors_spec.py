@@ -22,7 +22,8 @@ def with_layer(entry: str) -> str:
 # (id, file name, content, fragments the one-line error must contain)
 CASES = [
     ("toml-syntax", "s.toml", "[model\ncontext = 3\n", ["s.toml:1", "invalid TOML"]),
-    ("toml-syntax-later", "s.toml", "[model]\ncontext = 3\nlayers = [\n", ["s.toml:", "invalid TOML"]),
+    ("toml-syntax-later", "s.toml", "[model]\ncontext = 3\nlayers = [\n",
+     ["s.toml:", "invalid TOML"]),
     ("json-syntax", "s.json", '{"model": {"context": 3,,}}', ["s.json:1:", "invalid JSON"]),
     ("json-top-list", "s.json", '["tanh"]', ["expected a table with 'model'", "list"]),
     ("no-model", "s.toml", "description = 'x'\n", ["key 'model' is missing"]),
@@ -48,7 +49,8 @@ CASES = [
     ("negative-size", "s.toml", with_layer('{type = "linear", out = -5}'),
      ["entry 2 (linear): key 'out'", ">= 1, got int -5"]),
     ("zero-size", "s.toml", with_layer('{type = "linear", out = 0}'), ["key 'out'", "got int 0"]),
-    ("zero-embedding", "s.toml", toml(layers='[{type = "embedding", dim = 0}, "flatten", "linear"]'),
+    ("zero-embedding", "s.toml",
+     toml(layers='[{type = "embedding", dim = 0}, "flatten", "linear"]'),
      ["entry 0 (embedding): key 'dim'", "got int 0"]),
     ("missing-value", "s.toml", with_layer('"linear"'),
      ["entry 2 (linear): key 'out' is missing", "only the last linear defaults"]),

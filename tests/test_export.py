@@ -13,12 +13,12 @@ import onnx
 import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
-from zoo.export.check import ATOL, RTOL, check
-from zoo.export.onnx import export_onnx
-from zoo.export.runtime import OnnxModel
 
 from zoo.data import load_dataset
 from zoo.errors import ArtifactError
+from zoo.export.check import ATOL, RTOL, check
+from zoo.export.onnx import export_onnx
+from zoo.export.runtime import OnnxModel
 from zoo.registry import get_registry
 from zoo.rundir import open_run
 from zoo.sampling import sample

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import external_data_helper
-from zoo.export.runtime import OnnxModel, external_tensors
 
 from zoo.errors import ArtifactError
+from zoo.export.runtime import OnnxModel, external_tensors
 from zoo.rundir import open_run
 from zoo.sampling import sample
 

@@ -11,12 +11,6 @@ import importlib
 import os
 from typing import Any
 
-# Bit-for-bit reproducible training: without MKL's strict conditional numerical reproducibility
-# the first training run in a process rounded differently from later ones and from other
-# processes (measured on torch 2.13's MKL). Set before torch makes its first MKL call; a
-# caller's own MKL_CBWR wins.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-
 from zoo.errors import (
     ArtifactError,
     DataError,
@@ -28,6 +22,13 @@ from zoo.errors import (
 )
 from zoo.hookspecs import hookimpl
 from zoo.layer import LayerType, NoParams, Place, Shape, param
+
+# Bit-for-bit reproducible training: without MKL's strict conditional numerical reproducibility
+# the first training run in a process rounded differently from later ones and from other
+# processes (measured on torch 2.13's MKL). Set here, before torch (which nothing above
+# imports) makes its first MKL call; a caller's own settings win.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")  # strict CNR holds for a fixed thread count
 
 __all__ = [
     "ArtifactError",
