@@ -11,7 +11,6 @@ RUN    ?= runs/demo
 
 $(STAMP): pyproject.toml tests/thirdparty/extra/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet -e ./tests/thirdparty/extra
@@ -26,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_sampling.py --loop-words 500
 
 lint: $(STAMP)
 	$(BIN)/ruff check zoo plugins export tests benchmarks data
