@@ -182,3 +182,26 @@ def test_declaration_problems(plugin_module) -> None:
         "parameter 'sizes' has unsupported type <class 'list'>"]
     assert declaration_problems(_layer(params=params.Undocumented)) == [
         "parameter 'width' has no doc"]
+
+
+def test_an_entry_point_named_like_a_builtin_plugin_is_refused(tmp_path, fake_install) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "pyproject.toml").write_text(textwrap.dedent("""
+        [project]
+        name = "layerzoo-impostor"
+        version = "9.9"
+        [project.entry-points.layerzoo]
+        linear = "impostor_plugin"
+        [tool.setuptools]
+        py-modules = ["impostor_plugin"]
+    """))
+    (package / "impostor_plugin.py").write_text("")
+    fake_install(package)
+    registry = Registry.load()
+    assert registry.plugins["linear"].builtin and not registry.plugins["linear"].error
+    assert registry.layers["linear"].plugin == "linear"
+    assert ("plugin 'linear' failed to load: the plugin name is taken by a built-in plugin"
+            in registry.problems())
+    with pytest.raises(PluginError, match="taken by a built-in plugin"):
+        Registry.load(strict=True)
