@@ -34,16 +34,15 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "names
 ZOO = Path(sys.executable).parent / "zoo"
 
 
-def notebook_loop(model: torch.nn.Module, chars: tuple[str, ...], context_len: int,
-                  count: int) -> list[str]:
-    """The seed notebook's last cell with our model: batch 1, one forward per character."""
+def one_at_a_time(forward: Callable[[list[int]], torch.Tensor], chars: tuple[str, ...],
+                  context_len: int, count: int) -> list[str]:
+    """The seed notebook's last cell: one word at a time, one forward (batch 1) per character."""
     names = []
     for _ in range(count):
         generated_chars = []
         context = [0] * context_len
         while True:
-            h = model(torch.tensor([context]))  # (1, V), like the notebook: no no_grad
-            prob_dist = F.softmax(h, dim=1)
+            prob_dist = F.softmax(forward(context), dim=1)  # (1, V)
             idx = torch.multinomial(prob_dist, 1).item()
             generated_chars.append(chars[idx])
             if idx == 0:
@@ -51,6 +50,13 @@ def notebook_loop(model: torch.nn.Module, chars: tuple[str, ...], context_len: i
             context = context[1:] + [idx]
         names.append("".join(generated_chars))
     return names
+
+
+def notebook_loop(model: torch.nn.Module, chars: tuple[str, ...], context_len: int,
+                  count: int) -> list[str]:
+    """The notebook's loop with our model; like the notebook, no torch.no_grad."""
+    return one_at_a_time(lambda context: model(torch.tensor([context])), chars, context_len,
+                         count)
 
 
 def seed_loop(model: torch.nn.Module, chars: tuple[str, ...], context_len: int,
@@ -61,28 +67,17 @@ def seed_loop(model: torch.nn.Module, chars: tuple[str, ...], context_len: int,
     BatchNorm on running statistics, tanh, x @ W + b), as its last cell runs them.
     """
     p = {k: v.detach() for k, v in model.state_dict().items()}
-    emb, w1, w2, b2 = p["layers.0.weight"], p["layers.2.weight"].T, p["layers.5.weight"].T, \
-        p["layers.5.bias"]
+    emb, w1 = p["layers.0.weight"], p["layers.2.weight"].T
+    w2, b2 = p["layers.5.weight"].T, p["layers.5.bias"]
     mean, var = p["layers.3.running_mean"], p["layers.3.running_var"]
     scale, shift, eps = p["layers.3.weight"], p["layers.3.bias"], 1e-5
-    names = []
-    for _ in range(count):
-        generated_chars = []
-        context = [0] * context_len
-        while True:
-            h = emb[context].view(-1, context_len * emb.shape[1])
-            h = h @ w1
-            h = scale * ((h - mean) / (var + eps) ** 0.5) + shift
-            h = torch.tanh(h)
-            h = h @ w2 + b2
-            prob_dist = F.softmax(h, dim=1)
-            idx = torch.multinomial(prob_dist, 1).item()
-            generated_chars.append(chars[idx])
-            if idx == 0:
-                break
-            context = context[1:] + [idx]
-        names.append("".join(generated_chars))
-    return names
+
+    def forward(context: list[int]) -> torch.Tensor:
+        h = emb[context].view(-1, context_len * emb.shape[1]) @ w1
+        h = torch.tanh(scale * ((h - mean) / (var + eps) ** 0.5) + shift)
+        return h @ w2 + b2  # (1, V)
+
+    return one_at_a_time(forward, chars, context_len, count)
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> float:

@@ -12,7 +12,6 @@ metadata_props everything a sampler needs: vocab, context, spec, versions, metri
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import io
 import json
 import logging
@@ -28,6 +27,7 @@ import torch
 from zoo import atomic
 from zoo.build import Model
 from zoo.errors import ArtifactError
+from zoo.registry import layerzoo_version
 from zoo.rundir import Run, open_run
 
 __all__ = ["export_onnx", "export_run", "layerzoo_metadata", "FORMAT", "FORMAT_KEY",
@@ -106,19 +106,12 @@ def layerzoo_metadata(model: Model, chars: Sequence[str],
         "vocab": json.dumps(list(chars), ensure_ascii=False),
         "context": str(model.context),
         "spec": json.dumps(model.spec.to_dict(), ensure_ascii=False),
-        "versions": json.dumps(_versions()),
+        "versions": json.dumps({"layerzoo": layerzoo_version(), "torch": torch.__version__,
+                                "onnx": onnx.__version__}),
     }
     if metrics:
         props["metrics"] = json.dumps(metrics)
     return props
-
-
-def _versions() -> dict[str, str]:
-    try:
-        zoo_version = importlib.metadata.version("layerzoo")
-    except importlib.metadata.PackageNotFoundError:
-        zoo_version = "0+unknown"
-    return {"layerzoo": zoo_version, "torch": torch.__version__, "onnx": onnx.__version__}
 
 
 def _export_proto(model: Model, opset: int) -> onnx.ModelProto:

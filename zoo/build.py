@@ -81,13 +81,16 @@ class Model(nn.Module):
 
 
 def _places(entries: list[Entry], vocab_size: int, context: int) -> list[Place]:
-    places = []
-    for i, entry in enumerate(entries):
-        later = entries[i + 1:]
-        gain = next((e.layer.gain for e in later if e.layer.gain is not None), 1.0)
-        last = all(e.layer.name != entry.layer.name for e in later)
-        places.append(Place(i, entry.label, vocab_size, context, gain, last))
-    return places
+    places: list[Place] = []
+    gain, later = 1.0, set()  # the next declared gain, the types seen after this entry
+    for i in range(len(entries) - 1, -1, -1):  # one pass from the end
+        entry = entries[i]
+        places.append(Place(i, entry.label, vocab_size, context, gain,
+                            entry.layer.name not in later))
+        later.add(entry.layer.name)
+        if entry.layer.gain is not None:
+            gain = entry.layer.gain
+    return places[::-1]
 
 
 def infer_shapes(entries: list[Entry], places: list[Place], context: int,

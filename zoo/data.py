@@ -65,13 +65,19 @@ class Vocab:
     def to_json(self) -> str:
         return json.dumps({"chars": list(self.chars)}, ensure_ascii=False)
 
+    @staticmethod
+    def problem(chars: object) -> str | None:
+        """Why ``chars`` is not a vocabulary ('.' then distinct single characters), or None."""
+        ok = (isinstance(chars, (list, tuple)) and len(chars) >= 2 and chars[0] == BOUNDARY
+              and all(isinstance(c, str) and len(c) == 1 for c in chars)
+              and len(set(chars)) == len(chars))
+        return None if ok else "expected '.' followed by distinct single characters"
+
     @classmethod
     def from_json(cls, text: str) -> Vocab:
         data = json.loads(text)
         chars = data.get("chars") if isinstance(data, dict) else None
-        if (not isinstance(chars, list) or len(chars) < 2 or chars[0] != BOUNDARY
-                or not all(isinstance(c, str) and len(c) == 1 for c in chars)
-                or len(set(chars)) != len(chars)):
+        if not isinstance(chars, list) or cls.problem(chars):
             raise ValueError("expected {'chars': ['.', ...]} with distinct single characters")
         return cls(tuple(chars))
 

@@ -60,7 +60,7 @@ def _add_error(info: PluginInfo, message: str) -> None:
     info.error = f"{info.error}; {message}" if info.error else message
 
 
-def _layerzoo_version() -> str:
+def layerzoo_version() -> str:
     try:
         return importlib.metadata.version("layerzoo")
     except importlib.metadata.PackageNotFoundError:
@@ -101,7 +101,7 @@ class Registry:
             allow = [a.strip() for a in os.environ[ALLOW_ENV].split(",") if a.strip()]
         allowed = None if allow is None else set(allow)
         reg = cls(strict=strict)
-        version = _layerzoo_version()
+        version = layerzoo_version()
         for module in DEFAULT_PLUGINS if builtins is None else builtins:
             short = module.rsplit(".", 1)[-1]
             reg._add(short, version, True, lambda m=module: importlib.import_module(m))

@@ -16,6 +16,7 @@ Every file is written atomically (zoo.atomic).
 from __future__ import annotations
 
 import json
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from zoo import atomic
 from zoo.build import Model, build_model
 from zoo.data import Vocab
 from zoo.errors import ArtifactError, ZooError
+from zoo.registry import layerzoo_version
 from zoo.spec import Spec
 
 __all__ = ["Run", "open_run", "is_run_dir", "read_tensors", "save_weights", "load_model_state",
@@ -37,6 +39,14 @@ __all__ = ["Run", "open_run", "is_run_dir", "read_tensors", "save_weights", "loa
 SPEC, VOCAB, WEIGHTS = "spec.json", "vocab.json", "weights.safetensors"
 CHECKPOINT, META, METRICS, PLOT = "checkpoint.safetensors", "meta.json", "metrics.jsonl", "loss.png"
 REQUIRED = (SPEC, VOCAB, WEIGHTS, META)
+
+
+def versions() -> dict[str, str]:
+    """The versions a run or an export records."""
+    import numpy as np
+
+    return {"layerzoo": layerzoo_version(), "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -18,12 +18,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from zoo.data import Vocab
+from zoo.data import BOUNDARY, Vocab  # '.' (vocab[0]) ends a word and pads contexts
 from zoo.errors import ArtifactError, SpecError
 
 __all__ = ["sample", "LogitsFn", "BOUNDARY"]
 
-BOUNDARY = "."  # vocab[0]: ends a word, and pads the context before it starts
 MAX_WORDS = 1_000_000  # words per call: one batch, so memory grows with n
 MAX_IDS = 1 << 26  # n * max_length: the sampled ids are kept as one int64 array (512 MiB)
 
@@ -124,9 +123,7 @@ def _check(vocab: Sequence[str], context: int, n: int, seed: int, temperature: f
     """Every problem with the settings at once, as one SpecError."""
     chars = tuple(vocab)
     problems = []
-    if (len(chars) < 2 or chars[0] != BOUNDARY
-            or not all(isinstance(c, str) and len(c) == 1 for c in chars)
-            or len(set(chars)) != len(chars)):
+    if Vocab.problem(chars):
         problems.append("vocab must be '.' followed by distinct single characters, got "
                         f"{''.join(map(str, chars))[:40]!r}")
     if not _is_int(context) or context < 1:

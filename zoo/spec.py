@@ -204,7 +204,7 @@ def expand(spec: Spec, registry: Registry | None = None) -> list[Entry]:
         problems.append(f"model.context: expected an integer >= 1, got {_kind(ctx)}")
     elif not 1 <= ctx <= MAX_CONTEXT:
         problems.append(f"model.context: expected an integer from 1 to {MAX_CONTEXT}, got {ctx}")
-    problems += check_recipe(spec.train)
+    problems += check_recipe(spec.train)[1]
     entries: list[Entry] = []
     if not isinstance(spec.layers, list):
         problems.append(f"model.layers: expected a list of layer entries, got "
@@ -218,9 +218,10 @@ def expand(spec: Spec, registry: Registry | None = None) -> list[Entry]:
     return entries
 
 
-def check_recipe(train: dict[str, Any]) -> list[str]:
-    """Problems with a [train] table, checked against Recipe's declared fields."""
+def check_recipe(train: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A [train] table checked against Recipe's declared fields: (converted values, problems)."""
     fields = Recipe.fields()
+    values: dict[str, Any] = {}
     problems = []
     for key, value in train.items():
         info = fields.get(key)
@@ -228,10 +229,10 @@ def check_recipe(train: dict[str, Any]) -> list[str]:
             problems.append(f"train: unknown key {key!r}"
                             f"{did_you_mean(str(key), fields)}")
             continue
-        ok, _, reason = info.check(value)
+        ok, values[key], reason = info.check(value)
         if not ok:
             problems.append(f"train.{key}: {reason}, got {_kind(value)}")
-    return problems
+    return values, problems
 
 
 def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,

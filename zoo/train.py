@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import platform
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -99,21 +98,12 @@ def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
         model.train(was_training)
 
 
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    return {"layerzoo": md.version("layerzoo"), "torch": torch.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
-
-
 def resolve_recipe(spec: Spec, overrides: dict[str, Any]) -> Recipe:
     """The spec's recipe with command-line overrides; SpecError lists every bad key."""
-    merged = {**spec.train, **overrides}
-    problems = check_recipe(merged)
+    values, problems = check_recipe({**spec.train, **overrides})
     if problems:
         raise SpecError(problems, spec.source)
-    fields = Recipe.fields()
-    return Recipe(**{k: fields[k].check(v)[1] for k, v in merged.items()})
+    return Recipe(**values)
 
 
 # -- checkpoints ---------------------------------------------------------------------------
@@ -278,7 +268,7 @@ def train(spec: Any = "mlp-bn", *, data: str | Path | None = None, out: str | Pa
         rundir.write_json(out / rundir.SPEC, run_spec.to_dict())
         atomic.write_text(out / rundir.VOCAB, dataset.vocab.to_json() + "\n")
         meta = {"spec": run_spec.source, "seed": recipe.seed,
-                "recipe": dataclasses.asdict(recipe), "versions": versions(),
+                "recipe": dataclasses.asdict(recipe), "versions": rundir.versions(),
                 "data": {"path": dataset.path, "sha256": dataset.sha256,
                          "words": dataset.words,
                          "windows": {k: len(v[1]) for k, v in dataset.splits.items()}},
