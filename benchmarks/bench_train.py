@@ -70,7 +70,7 @@ def step_cost(name: str, data: Path, rounds: int, steps: int) -> dict[str, float
     spec = load_spec(name)
     recipe = resolve_recipe(spec, {})
     ds = load_dataset(data, spec.context, 0)
-    x, y = (torch.from_numpy(a) for a in ds.splits["train"])
+    x, y = (torch.from_numpy(a) for a in ds.splits["train"].arrays())
     torch.manual_seed(0)
     zoo_model = build_model(spec, ds.vocab.size)
     base = plain(name, ds.vocab.size)

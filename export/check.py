@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data import load_dataset
+from zoo.data import Windows, load_dataset
 from zoo.errors import ArtifactError
 from zoo.export.runtime import OnnxModel
 from zoo.rundir import open_run
@@ -65,10 +65,9 @@ def check(run_dir: str | Path, onnx_path: str | Path, *, samples: int = 20, seed
     if tuple(onnx_model.vocab) != tuple(run.vocab.chars) or onnx_model.context != run.spec.context:
         raise ArtifactError(f"{onnx_path} was not exported from {run.path}: its vocabulary or "
                             "context differs")
-    x_val = _validation_contexts(run.path, run.meta, run.spec.context)  # (N, T)
+    val = _validation_split(run.path, run.meta, run.spec.context)
     worst, ok = 0.0, True
-    for i in range(0, len(x_val), CHUNK):
-        chunk = x_val[i:i + CHUNK]  # (C, T)
+    for chunk, _ in val.chunks(CHUNK):  # (C, T)
         diff, fine = compare_logits(run.model.numpy_logits(chunk), onnx_model.logits(chunk),
                                     atol=atol, rtol=rtol)
         worst, ok = max(worst, diff), ok and fine
@@ -77,10 +76,10 @@ def check(run_dir: str | Path, onnx_path: str | Path, *, samples: int = 20, seed
     torch_words = sample(run.model.numpy_logits, **options)
     onnx_words = sample(onnx_model.logits, **options)
     mismatches = [(a, b) for a, b in zip(torch_words, onnx_words, strict=True) if a != b]
-    return CheckResult(len(x_val), worst, ok, samples, not mismatches, mismatches, atol, rtol)
+    return CheckResult(len(val), worst, ok, samples, not mismatches, mismatches, atol, rtol)
 
 
-def _validation_contexts(path: Path, meta: dict, context: int) -> np.ndarray:
+def _validation_split(path: Path, meta: dict, context: int) -> Windows:
     """The validation split of the run's words file, rebuilt as training built it."""
     data = meta.get("data")
     if not isinstance(data, dict) or "path" not in data or "seed" not in meta:
@@ -90,4 +89,4 @@ def _validation_contexts(path: Path, meta: dict, context: int) -> np.ndarray:
     if data.get("sha256") not in (None, dataset.sha256):
         raise ArtifactError(f"{dataset.path} changed since {path} was trained (sha256 differs); "
                             "its validation split would not be the run's")
-    return dataset.splits["val"][0]
+    return dataset.splits["val"]

@@ -76,7 +76,7 @@ def test_preset_loss_at_init_is_near_uniform(name: str) -> None:
     """The output layer starts small, so every preset starts near ln(vocab)."""
     context = load_spec(name).context
     data = dataset(context)
-    x, y = (torch.from_numpy(a) for a in data.splits["val"])  # (N, T), (N,)
+    x, y = (torch.from_numpy(a) for a in data.splits["val"].arrays())  # (N, T), (N,)
     torch.manual_seed(0)
     model = build_model(name, data.vocab.size)
     with torch.no_grad():

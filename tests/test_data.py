@@ -68,7 +68,7 @@ def test_dataset_is_identical_for_the_same_file_and_seed():
     one, two = load_dataset(None, 3, seed=7), load_dataset(None, 3, seed=7)
     assert one.vocab == two.vocab and one.sha256 == two.sha256
     for split in ("train", "val", "test"):
-        for a, b in zip(one.splits[split], two.splits[split], strict=True):
+        for a, b in zip(one.splits[split].arrays(), two.splits[split].arrays(), strict=True):
             np.testing.assert_array_equal(a, b)
 
 

@@ -36,7 +36,8 @@ def test_onnxruntime_matches_torch(preset: str, exported: Exported) -> None:
     run_dir, path = exported(preset)
     run, ort_model = open_run(run_dir), OnnxModel.load(path)
     meta = run.meta
-    x_val = load_dataset(meta["data"]["path"], run.spec.context, meta["seed"]).splits["val"][0]
+    data = load_dataset(meta["data"]["path"], run.spec.context, meta["seed"])
+    x_val = data.splits["val"].arrays()[0]  # (N, T)
     assert_close(ort_model.logits(x_val), run.model.numpy_logits(x_val))  # every val context
     rng = np.random.default_rng(0)
     for batch in (1, 7, 513):

@@ -12,6 +12,7 @@ import importlib.resources
 import json
 import random
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from zoo.errors import DataError
 
-__all__ = ["Vocab", "Dataset", "read_words", "windows", "split_words", "load_dataset",
+__all__ = ["Vocab", "Dataset", "Windows", "read_words", "windows", "split_words", "load_dataset",
            "default_words_file", "BOUNDARY", "MAX_WORD_LENGTH"]
 
 BOUNDARY = "."
@@ -124,27 +125,53 @@ def _read(path: Path) -> tuple[list[str], str]:
     return words, hashlib.sha256(raw).hexdigest()
 
 
+class Windows:
+    """The (context, next id) pairs of a list of words, built on demand from one flat array.
+
+    Memory is O(characters), whatever the context length: ``tokens`` holds every word followed
+    by its closing '.', and every position of it is one pair's target. A pair's context is the
+    T ids before its target, with '.' standing in for everything before the word's start.
+    """
+
+    def __init__(self, words: list[str], vocab: Vocab, context: int) -> None:
+        self.context = context
+        lengths = np.fromiter((len(w) + 1 for w in words), np.int64, len(words))  # + the '.'
+        dtype = np.uint8 if vocab.size <= 256 else np.int32
+        self.tokens = np.zeros(int(lengths.sum()), dtype)  # (N,) every word, then '.'
+        if words:
+            codes = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32)
+            table = np.array([ord(c) for c in vocab.chars[1:]], dtype=np.uint32)  # sorted
+            ends = np.cumsum(lengths) - 1  # (words,) position of each closing '.'
+            chars = np.ones(len(self.tokens), bool)
+            chars[ends] = False
+            self.tokens[chars] = np.searchsorted(table, codes) + 1
+        starts = np.cumsum(lengths) - lengths
+        self.starts = np.repeat(starts, lengths)  # (N,) where each target's word begins
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs ``idx`` as X int64 [B, T] (contexts) and Y int64 [B] (next ids)."""
+        idx = np.asarray(idx, np.int64)  # (B,)
+        pos = idx[:, None] - self.context + np.arange(self.context)  # (B, T)
+        inside = pos >= self.starts[idx][:, None]  # (B, T) False before the word's start
+        x = np.where(inside, self.tokens[np.maximum(pos, 0)], 0).astype(np.int64)
+        return x, self.tokens[idx].astype(np.int64)
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every pair in order, ``size`` at a time (bounded memory on any split)."""
+        for i in range(0, len(self), size):
+            yield self.batch(np.arange(i, min(i + size, len(self))))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every pair at once: X int64 [N, T], Y int64 [N] (memory O(N * T): small data only)."""
+        return self.batch(np.arange(len(self)))
+
+
 def windows(words: list[str], vocab: Vocab, context: int) -> tuple[np.ndarray, np.ndarray]:
     """Every (context, next id) pair of every word, '.'-padded: X int64 [N, T], Y int64 [N]."""
-    if not words:
-        return np.zeros((0, context), np.int64), np.zeros(0, np.int64)
-    codes = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32)
-    table = np.array([ord(c) for c in vocab.chars[1:]], dtype=np.uint32)  # sorted code points
-    ids = np.searchsorted(table, codes).astype(np.int64) + 1
-    lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
-    seg = lengths + context + 1  # per word: T pad ids, its characters, the closing '.'
-    starts = np.cumsum(seg) - seg
-    flat = np.zeros(int(seg.sum()), np.int64)
-    flat[_positions(starts + context, lengths)] = ids
-    targets = _positions(starts + context, lengths + 1)  # (N,) every character and the end
-    x = flat[targets[:, None] - context + np.arange(context)]  # (N, T)
-    return x, flat[targets]
-
-
-def _positions(begin: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ranges begin[i] .. begin[i] + counts[i] - 1."""
-    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(begin, counts) + offsets
+    return Windows(words, vocab, context).arrays()
 
 
 def split_words(words: list[str], seed: int) -> tuple[list[str], list[str], list[str]]:
@@ -170,7 +197,7 @@ class Dataset:
     sha256: str
     vocab: Vocab
     context: int
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # "train" | "val" | "test" -> (X, Y)
+    splits: dict[str, Windows]  # "train" | "val" | "test"
     words: dict[str, int]  # words per split
 
 
@@ -184,5 +211,5 @@ def load_dataset(path: str | Path | None, context: int, seed: int) -> Dataset:
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
     return Dataset(str(path), digest, vocab, context,
-                   {k: windows(v, vocab, context) for k, v in parts.items()},
+                   {k: Windows(v, vocab, context) for k, v in parts.items()},
                    {k: len(v) for k, v in parts.items()})

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save as st_save
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from zoo import atomic, rundir
 from zoo.build import Model, build_model
-from zoo.data import Dataset, Vocab, load_dataset
+from zoo.data import Dataset, Vocab, Windows, load_dataset
 from zoo.errors import ArtifactError, SpecError, TrainingError
 from zoo.recipe import Recipe
 from zoo.spec import Spec, check_recipe, load_spec
@@ -83,17 +82,16 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+def evaluate(model: torch.nn.Module, split: Windows) -> float:
     """Mean cross-entropy over a whole split in eval mode; restores the model's mode."""
     was_training = model.training
     model.eval()
     try:
         total = 0.0
-        for i in range(0, len(x), EVAL_BATCH):
-            xb = torch.from_numpy(x[i:i + EVAL_BATCH])
-            yb = torch.from_numpy(y[i:i + EVAL_BATCH])
-            total += F.cross_entropy(model(xb), yb, reduction="sum").item()
-        return total / max(len(x), 1)
+        for x, y in split.chunks(EVAL_BATCH):  # (C, T), (C,)
+            total += F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y),
+                                     reduction="sum").item()
+        return total / max(len(split), 1)
     finally:
         model.train(was_training)
 
@@ -271,7 +269,7 @@ def train(spec: Any = "mlp-bn", *, data: str | Path | None = None, out: str | Pa
                 "recipe": dataclasses.asdict(recipe), "versions": rundir.versions(),
                 "data": {"path": dataset.path, "sha256": dataset.sha256,
                          "words": dataset.words,
-                         "windows": {k: len(v[1]) for k, v in dataset.splits.items()}},
+                         "windows": {k: len(v) for k, v in dataset.splits.items()}},
                 "parameters": model.num_parameters(), "status": "running", "step": 0,
                 "seconds": 0.0}
         rundir.write_json(out / rundir.META, meta)
@@ -285,8 +283,7 @@ def _loop(out: Path, model: Model, optimizer: torch.optim.Optimizer,
           generator: torch.Generator, recipe: Recipe, dataset: Dataset, meta: dict[str, Any],
           start: int, progress: bool, log: Callable[[str], None] | None,
           on_step: Callable[[int, float], None] | None) -> TrainResult:
-    xtr, ytr = (torch.from_numpy(a) for a in dataset.splits["train"])
-    xval, yval = dataset.splits["val"]
+    train_split, val_split = dataset.splits["train"], dataset.splits["val"]
     metrics = _read_metrics(out, start)
     atomic.write_text(out / rundir.METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
     began, seconds_before = time.perf_counter(), float(meta.get("seconds", 0.0))
@@ -311,8 +308,9 @@ def _loop(out: Path, model: Model, optimizer: torch.optim.Optimizer,
                                   received[0])
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr_at(step)
-            idx = torch.randint(0, len(ytr), (recipe.batch_size,), generator=generator)  # (B,)
-            loss = train_step(model, optimizer, xtr[idx], ytr[idx])
+            idx = torch.randint(0, len(train_split), (recipe.batch_size,), generator=generator)
+            xb, yb = train_split.batch(idx.numpy())  # (B, T), (B,)
+            loss = train_step(model, optimizer, torch.from_numpy(xb), torch.from_numpy(yb))
             if not math.isfinite(loss):
                 meta.update(status="failed", error=f"non-finite loss at step {step}")
                 rundir.write_json(out / rundir.META, meta)
@@ -329,7 +327,7 @@ def _loop(out: Path, model: Model, optimizer: torch.optim.Optimizer,
             if done % recipe.eval_every == 0 or done == recipe.steps:
                 row = {"step": done, "lr": recipe.lr_at(step),
                        "train_loss": sum(window) / len(window),
-                       "val_loss": evaluate(model, xval, yval),
+                       "val_loss": evaluate(model, val_split),
                        "seconds": round(seconds_before + time.perf_counter() - began, 3)}
                 window.clear()
                 metrics.append(row)
@@ -343,7 +341,7 @@ def _loop(out: Path, model: Model, optimizer: torch.optim.Optimizer,
                         bar.write(line)
                     else:
                         log(line)
-    final = {f"{k}_loss": evaluate(model, *dataset.splits[k]) for k in ("train", "val", "test")}
+    final = {f"{k}_loss": evaluate(model, dataset.splits[k]) for k in ("train", "val", "test")}
     meta["metrics"] = final
     checkpoint(recipe.steps, "finished")
     if metrics:
