@@ -407,3 +407,47 @@ def test_top_level_plugins_and_export_are_not_installed(tmp_path) -> None:
                          text=True, check=True, timeout=60).stdout
     assert out.splitlines() == ["plugins missing plugins", "export missing export",
                                 "zoo.plugins ok", "zoo.export ok"]
+
+
+NOISY = '''
+import warnings
+
+import torch
+from torch import nn
+
+from zoo import LayerType, hookimpl
+
+
+class Noisy(nn.Module):
+    def forward(self, x):
+        warnings.warn("noisy layer says hello", UserWarning)
+        warnings.warn("an old API", DeprecationWarning)  # the tools' business: dropped
+        return torch.nn.functional.softmax(x) * x.shape[-1]  # torch warns: no dim given
+
+
+@hookimpl
+def layerzoo_register_layers(register):
+    register(LayerType(name="noisy", doc="warns", gain=1.0, shape=lambda s, p, pl: s,
+                       build=lambda s, p, pl: Noisy()))
+'''
+
+
+def test_export_warnings_are_one_line_naming_the_layer_and_plugin(fake_install,
+                                                                   tmp_path) -> None:
+    import warnings
+
+    from zoo.capture import LayerWarning
+    from zoo.export.onnx import export_onnx
+
+    package = _plugin_package(tmp_path, "loud", [])
+    (package / "layerzoo_loud.py").write_text(NOISY, encoding="utf-8")
+    fake_install(package)
+    model = build_model(["embedding", "flatten", {"type": "linear", "out": 8}, "noisy",
+                         "linear"], 27, registry=Registry.load())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(model, tmp_path / "m.onnx", vocab=[".", *"abcdefghijklmnopqrstuvwxyz"])
+    assert [(w.category, str(w.message)) for w in caught] == [(
+        LayerWarning, "ONNX export: entry 3 (noisy) of plugin 'loud' warned: UserWarning: "
+        "noisy layer says hello; UserWarning: Implicit dimension choice for softmax has been "
+        "deprecated. Change the call to include dim=X as an argument.")]

@@ -64,14 +64,21 @@ def registry(ctx: click.Context) -> Registry:
     from zoo.registry import PluginWarning, Registry
 
     if "zoo.registry" not in ctx.meta:
-        # the lines below report every problem once; a library default registry would repeat
-        # them as Python warnings
+        # for this command: warnings print as one "warning: ..." line; plugin problems are
+        # printed below, once (a library default registry would repeat them)
+        ctx.with_resource(warnings.catch_warnings())
+        warnings.showwarning = _warning_line
         warnings.filterwarnings("ignore", category=PluginWarning)
         reg = Registry.load(strict=ctx.meta.get("zoo.strict"))
         for problem in reg.problems():
             click.echo(f"warning: {problem}", err=True)
         ctx.meta["zoo.registry"] = reg
     return ctx.meta["zoo.registry"]
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 @main.command("layers")
