@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+import unicodedata
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +22,45 @@ if TYPE_CHECKING:
     from zoo.registry import Registry
 
 EXIT_USAGE = 2
+MAX_MESSAGE = 2000  # characters of one error line; the rest is counted, not printed
+
+
+def one_line(text: str) -> str:
+    """``text`` safe to print as one line: control characters and line breaks escaped
+    (a path may hold an escape sequence or a newline), and the length capped."""
+    out = "".join(c.encode("unicode_escape").decode("ascii")
+                  if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    if len(out) > MAX_MESSAGE:
+        out = out[:MAX_MESSAGE] + f"... ({len(out) - MAX_MESSAGE:,} more characters)"
+    return out
+
+
+def _error(text: str) -> None:
+    click.echo(f"error: {one_line(text)}", err=True)
 
 
 class ZooGroup(click.Group):
-    """Turns library errors into one line on stderr and exit status 2."""
+    """Turns library and usage errors into one line on stderr and exit status 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """click's main, but a usage error is one line (click prints usage, a hint and it)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "zoo"
+            _error(f"{e.format_message()} (see `{where} --help`)")
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            _error(e.format_message())
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -32,15 +68,23 @@ class ZooGroup(click.Group):
         except ZooError as e:
             if ctx.meta.get("zoo.debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(getattr(e, "exit_code", EXIT_USAGE))
+            _error(str(e))
+            ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except (OSError, MemoryError) as e:
+            # the machine, not the code: a full disk, a read-only folder, too little memory
+            if ctx.meta.get("zoo.debug"):
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            _error(f"{where}{reason}" if isinstance(e, OSError) else f"out of memory: {reason}")
+            ctx.exit(EXIT_USAGE)
         except Exception as e:
             if ctx.meta.get("zoo.debug"):
                 raise
-            click.echo(f"internal error: {type(e).__name__}: {e} (run `zoo --debug ...` for the "
-                       "traceback and please report it)", err=True)
+            click.echo(one_line(f"internal error: {type(e).__name__}: {e} (run `zoo --debug "
+                                "...` for the traceback and please report it)"), err=True)
             ctx.exit(1)
 
 

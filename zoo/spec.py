@@ -18,7 +18,6 @@ the entry, the key, what was expected and what was given. Nothing here imports t
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import tomllib
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo import files
 from zoo.errors import PluginError, SpecError, did_you_mean
 from zoo.layer import LayerType
 from zoo.recipe import Recipe
@@ -35,7 +35,6 @@ __all__ = ["Spec", "Entry", "load_spec", "read_spec_file", "expand", "names_file
            "DEFAULT_CONTEXT"]
 
 DEFAULT_CONTEXT = 3  # makemore's MLP; a spec sets model.context to change it
-MAX_SPEC_BYTES = 1 << 20  # a spec file larger than this is refused unread
 MAX_ENTRIES = 1000  # layers after repeats are unrolled
 MAX_CONTEXT = 4096
 TOP_KEYS = ("description", "model", "train")
@@ -106,7 +105,10 @@ class Entry:
 
 def _kind(value: Any) -> str:
     """How a message names a value it did not expect: its type and a short repr."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of over 4,300 digits has no repr
+        return f"an integer of about {value.bit_length() * 0.30103:,.0f} digits"
     text = text if len(text) <= 40 else text[:37] + "..."
     return f"{type(value).__name__} {text}" if not isinstance(value, str) else f"string {text}"
 
@@ -122,33 +124,21 @@ def _unknown_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> 
 
 
 def read_spec_file(path: str | Path) -> Spec:
-    """Read a TOML or JSON spec file; syntax errors name the file and line."""
+    """Read a TOML or JSON spec file; syntax errors name the file and line.
+
+    The file is read through ``zoo.files`` (a regular file of at most 1 MiB); a JSON spec with a
+    key twice in one table is refused, as TOML refuses it.
+    """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if path.is_dir():
-            raise SpecError(f"{path} is a directory, not a spec file (nor a run directory: it "
-                            "has no spec.json)")
-        if path.suffix.lower() == ".onnx":  # not text; say what it is rather than "not UTF-8"
-            raise SpecError(f"{path} is an ONNX model, not a spec file; give a preset, a .toml "
-                            "or .json spec, or the run directory it was exported from")
-        if size > MAX_SPEC_BYTES:
-            raise SpecError(f"{path} is {size:,} bytes; specs are refused above "
-                            f"{MAX_SPEC_BYTES:,} bytes")
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such spec file") from None
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+    if path.is_dir():
+        raise SpecError(f"{path} is a directory, not a spec file (nor a run directory: it "
+                        "has no spec.json)")
+    if path.suffix.lower() == ".onnx":  # not text; say what it is rather than "not UTF-8"
+        raise SpecError(f"{path} is an ONNX model, not a spec file; give a preset, a .toml "
+                        "or .json spec, or the run directory it was exported from")
+    text = files.read_text(path, files.SPEC, SpecError)
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-        except RecursionError:
-            raise SpecError(f"{path}: invalid JSON: nested too deeply") from None
+        data = files.parse_json(text, path, SpecError)
     else:
         try:
             data = tomllib.loads(text)
@@ -161,6 +151,8 @@ def read_spec_file(path: str | Path) -> Spec:
             raise SpecError(f"{where}: invalid TOML: {reason}") from None
         except RecursionError:
             raise SpecError(f"{path}: invalid TOML: nested too deeply") from None
+        except ValueError as e:  # Python refuses to convert integers of over 4,300 digits
+            raise SpecError(f"{path}: invalid TOML: {str(e).split(':')[0]}") from None
     return Spec.from_dict(data, source=str(path))
 
 
