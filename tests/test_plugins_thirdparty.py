@@ -226,6 +226,10 @@ def test_broken_plugin_is_an_error_in_strict_mode(package, fake_install, monkeyp
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == f"error: {problem} (strict mode: LAYERZOO_STRICT_PLUGINS)\n"
+    listing = cli("--strict-plugins", "plugins")  # the diagnosis still lists, and exits 0
+    assert listing.exit_code == 0 and f"warning: {problem}" in listing.stderr.splitlines()
+    assert "FAILED: " in next(ln for ln in listing.stdout.splitlines()
+                              if ln.startswith(plugin + " "))
 
 
 def test_non_strict_cli_warns_once_and_marks_the_failure(fake_install, cli) -> None:

@@ -173,10 +173,12 @@ def test_strict_env_values(plugin_module, monkeypatch, value: str, strict: bool)
 @pytest.mark.parametrize("value", ["maybe", "2", "strict", "enabled"])
 def test_a_strict_setting_that_is_not_yes_or_no_is_refused(monkeypatch, value: str) -> None:
     monkeypatch.setenv("LAYERZOO_STRICT_PLUGINS", value)
-    with pytest.raises(PluginError) as e:
-        Registry.load(allow=[])
-    assert str(e.value) == (f"LAYERZOO_STRICT_PLUGINS={value!r}: expected 1, true, yes or on "
-                            "to turn it on, or 0, false, no, off or nothing to turn it off")
+    for strict in (None, False, True):  # a typo is an error even where a flag overrides it
+        with pytest.raises(PluginError) as e:
+            Registry.load(allow=[], strict=strict)
+        assert str(e.value) == (f"LAYERZOO_STRICT_PLUGINS={value!r}: expected 1, true, yes or "
+                                "on to turn it on, or 0, false, no, off or nothing to turn it "
+                                "off")
 
 
 def _layer(**kw) -> LayerType:
