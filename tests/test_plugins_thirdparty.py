@@ -323,8 +323,9 @@ def test_two_plugins_sharing_a_name_refuse_the_bare_name(fake_install, cli, tmp_
     rows = cli("plugins").stdout.splitlines()
     for plugin in ("extra", "rival"):
         row = next(ln for ln in rows if ln.startswith(plugin + " "))
-        assert ("CLASH: layer 'swish' is registered by another plugin too: this plugin's is "
-                f"reachable only as '{plugin}:swish'") in row
+        assert "  CLASH: " in row and ("layer 'swish' is registered by another plugin too: "
+                                       f"this plugin's is reachable only as '{plugin}:swish'"
+                                       in row)
 
 
 @pytest.mark.filterwarnings("ignore::zoo.registry.PluginWarning")  # train's default registry
