@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from zoo.plugins import DEFAULT_PLUGINS
 from zoo.registry import get_registry
 
 VERSION = importlib.metadata.version("layerzoo")
@@ -50,8 +51,8 @@ def test_plugins_lists_builtins_with_what_they_registered(cli) -> None:
     assert by_name["presets"][:4] == [VERSION, "built-in", "layerzoo", "zoo.plugins.presets"]
     assert {"bigram", "deep-bn", "mlp-bn", "mlp", "wavenet"} <= set(
         by_name["presets"][4].removeprefix("presets: ").split(", "))
-    assert list(by_name)[:7] == ["embedding", "linear", "norm", "activations", "reshape",
-                                 "dropout", "presets"]
+    assert list(by_name)[:len(DEFAULT_PLUGINS)] == [m.rsplit(".", 1)[-1]
+                                                    for m in DEFAULT_PLUGINS]
 
 
 def test_plugins_json_is_one_document_for_tools(cli) -> None:
@@ -163,11 +164,11 @@ def test_a_typo_in_a_preset_name_is_one_line_with_did_you_mean(cli) -> None:
 
 def test_an_unknown_layer_in_a_spec_file(cli, tmp_path: Path) -> None:
     spec = tmp_path / "typo.json"
-    spec.write_text('{"model": {"layers": ["embeding", "flatten", "linear"]}}')
+    spec.write_text('{"model": {"layers": ["embedding", "flatten", "layernrom", "linear"]}}')
     result = cli("summary", str(spec))
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {spec}: entry 0: unknown layer 'embeding' (did you mean "
-                             "'embedding'?)\n")
+    assert result.stderr == (f"error: {spec}: entry 2: unknown layer 'layernrom' (did you mean "
+                             "'layernorm'?)\n")
 
 
 def test_a_spec_file_syntax_error_names_file_and_line(cli, tmp_path: Path) -> None:

@@ -199,3 +199,11 @@ def test_layer_whose_build_raises_is_one_line_naming_entry_and_plugin(
     assert_clean_error(result, str(spec), "entry 2 (explode)", "plugin 'broken_build'",
                        "RuntimeError: out of cheese")
     assert snapshot(tmp_path) == before and not out.exists()
+
+
+@pytest.mark.parametrize("command", [["layers"], ["plugins"], ["--strict-plugins", "summary",
+                                                               "mlp"]])
+def test_a_strict_setting_that_is_not_yes_or_no_is_one_clear_error(cli, command):
+    result = cli(*command, env={"LAYERZOO_STRICT_PLUGINS": "maybe"})
+    assert_clean_error(result, "LAYERZOO_STRICT_PLUGINS='maybe': expected 1, true, yes or on")
+    assert result.stdout == ""

@@ -100,10 +100,11 @@ def main(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
     ctx.meta["zoo.strict"] = True if strict_plugins else None
 
 
-def registry(ctx: click.Context) -> Registry:
+def registry(ctx: click.Context, *, lenient: bool = False) -> Registry:
     """The command's own registry (honouring --strict-plugins), loaded once; warns on stderr.
 
     Commands pass it to the library explicitly: nothing depends on a process-wide default.
+    ``lenient`` loads it without strict mode, for the command that diagnoses plugins.
     """
     from zoo.registry import PluginWarning, Registry
 
@@ -113,7 +114,7 @@ def registry(ctx: click.Context) -> Registry:
         ctx.with_resource(warnings.catch_warnings())
         warnings.showwarning = _warning_line
         warnings.filterwarnings("ignore", category=PluginWarning)
-        reg = Registry.load(strict=ctx.meta.get("zoo.strict"))
+        reg = Registry.load(strict=False if lenient else ctx.meta.get("zoo.strict"))
         for problem in reg.problems():
             click.echo(f"warning: {problem}", err=True)
         ctx.meta["zoo.registry"] = reg
@@ -141,11 +142,11 @@ def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
     """List every plugin with its distribution, version, entry point and what it registered.
 
     A plugin with a problem (failed, or names reachable only qualified) is marked; the
-    command still exits 0.
+    command exits 0, in strict mode too: it is where a strict failure is diagnosed.
     """
     from zoo import report
 
-    reg = registry(ctx)
+    reg = registry(ctx, lenient=True)
     click.echo(report.plugins_json(reg) if as_json else report.plugins(reg))
 
 

@@ -122,8 +122,9 @@ class Registry:
         """
         from zoo.plugins import DEFAULT_PLUGINS
 
+        from_env = env_flag(STRICT_ENV)  # checked even when overridden: a typo is an error
         if strict is None:
-            strict = env_flag(STRICT_ENV)
+            strict = from_env
         if allow is None and ALLOW_ENV in os.environ:
             allow = [a.strip() for a in os.environ[ALLOW_ENV].split(",") if a.strip()]
         allowed = None if allow is None else set(allow)

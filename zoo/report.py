@@ -35,10 +35,15 @@ def layers(registry: Registry) -> str:
     return "\n".join(out)
 
 
-def _registered(registry: Registry, plugin: str) -> dict[str, list[str]]:
-    """A plugin's layers and presets by the names a user writes (qualified where needed)."""
-    return {kind: [registry.name_of(item) for item in table.values() if item.plugin == plugin]
-            for kind, table in (("layers", registry.layers), ("presets", registry.presets))}
+def _registered(registry: Registry, info: PluginInfo) -> dict[str, list[str]]:
+    """A plugin's layers and presets, in registration order, by the names a user writes
+    (qualified where the bare name is not this plugin's)."""
+    out = {}
+    for kind, table, names in (("layers", registry.layers, info.layers),
+                               ("presets", registry.presets, info.presets)):
+        mine = {item.name: item for item in table.values() if item.plugin == info.name}
+        out[kind] = [registry.name_of(mine[name]) for name in names if name in mine]
+    return out
 
 
 def _status(info: PluginInfo) -> str:
@@ -56,7 +61,7 @@ def plugins(registry: Registry) -> str:
         if info.skipped:
             what = "not loaded (not in LAYERZOO_LOAD_PLUGINS)"
         else:
-            names = _registered(registry, info.name)
+            names = _registered(registry, info)
             what = "; ".join(f"{kind}: " + ", ".join(items)
                              for kind, items in names.items() if items) or "nothing"
             if info.error:
@@ -72,7 +77,7 @@ def plugins_json(registry: Registry) -> str:
     """The plugins as one JSON document (``zoo plugins --json``), for tools."""
     docs = []
     for info in registry.plugins.values():
-        names = _registered(registry, info.name) if not info.skipped else {
+        names = _registered(registry, info) if not info.skipped else {
             "layers": [], "presets": []}
         docs.append({"plugin": info.name, "status": _status(info), "builtin": info.builtin,
                      "distribution": info.distribution, "version": info.version,

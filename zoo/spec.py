@@ -193,11 +193,10 @@ def names_file(name: str, registry: Registry) -> bool:
 
 
 def _is_preset(name: str, registry: Registry) -> bool:
-    try:
-        registry.preset(name)
-    except PluginError as e:
-        return "ambiguous" in str(e)  # a preset name, just not a unique one
-    return True
+    """Whether a preset answers to ``name``, bare (even if ambiguous) or qualified."""
+    return name in registry.presets or any(
+        name in (preset.name, f"{preset.plugin}:{preset.name}")
+        for preset in registry.presets.values())
 
 
 def _named(name: str, registry: Registry) -> Spec:
