@@ -42,7 +42,10 @@ batch, so ``logits_fn`` only ever sees rows still growing): memory is bounded wh
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 import numpy as np
 
@@ -52,7 +55,8 @@ from zoo.errors import ArtifactError, SpecError
 __all__ = ["sample", "sample_text", "uniforms", "pick", "LogitsFn", "BOUNDARY", "MAX_SEED"]
 
 MAX_SEED = 2**64  # seeds and word indices are uint64
-CHUNK = 16384  # words per batch: big enough to amortise each call, small enough for the cache
+WORKERS = 2  # chunks growing at once (threads): the model of one overlaps the numpy of another
+CHUNK = 4096  # words per batch: amortises each call, stays in cache (best of 2048..65536)
 MAX_IDS = 1 << 24  # ids held per chunk (128 MiB of int64): shrinks the chunk for long words
 MAX_LENGTH = MAX_IDS // 2  # a longer word would not fit a chunk of one row
 _MASK = (1 << 64) - 1
@@ -143,33 +147,53 @@ def _uniforms(keys: np.ndarray, step: int) -> np.ndarray:
 def _chunks(logits_fn: LogitsFn, chars: tuple[str, ...], context: int, n: int, seed: int,
             start: int, temperature: float, top_k: int | None, prefix: str,
             max_length: int) -> Iterator[np.ndarray]:
-    """Per chunk of words, their drawn ids (rows, S): 0 ends a word, a row may be all nonzero
-    if it was cut at max_length. Only the columns some word reached are returned."""
+    """Per chunk of words, in order, their drawn ids (rows, S): 0 ends a word, a row may be
+    all nonzero if it was cut at max_length. Only the columns some word reached are returned.
+
+    Chunks are independent, so ``WORKERS`` of them grow at once in threads: while one waits
+    for the model (onnxruntime and torch release the GIL), another picks its characters in
+    numpy. At most ``WORKERS + 1`` chunks are held, whatever ``n``.
+    """
     begin = Vocab(chars).encode(prefix, what="prefix")
-    size = len(chars)
-    k = size if top_k is None else min(top_k, size)
-    steps = max_length - len(begin)
-    width = context + len(begin) + steps
+    k = len(chars) if top_k is None else min(top_k, len(chars))
+    width = context + len(begin) + max_length - len(begin)
     rows_per_chunk = max(1, min(CHUNK, MAX_IDS // width))
-    for lo in range(0, n, rows_per_chunk):
+    starts = iter(range(0, n, rows_per_chunk))
+
+    def grow(lo: int) -> np.ndarray:
         rows = min(rows_per_chunk, n - lo)
         index = np.uint64(start + lo) + np.arange(rows, dtype=np.uint64)  # (R,) word indices
-        keys = _keys(seed, index)  # (R,)
-        # (R, T + P + S): '.' padding, the prefix, then the drawn ids (0 once a word ended);
-        # row r's context at step s is a slice of it, so nothing is shifted or concatenated
-        ids = np.zeros((rows, width), np.int64)
-        ids[:, context:context + len(begin)] = begin
-        first = context + len(begin)  # column of the first drawn id
-        active = np.arange(rows)  # (A,) rows still growing
-        end = first  # one past the last column written
-        while end < first + steps and len(active):
-            u = _uniforms(keys[active], end - first)  # (A,)
-            logits = _call(logits_fn, ids[active, end - context:end], size)  # (A, V)
-            nxt = _pick(logits, u, temperature, k)  # (A,)
-            ids[active, end] = nxt
-            active = active[nxt != 0]
-            end += 1
-        yield ids[:, first:end]
+        return _grow(logits_fn, _keys(seed, index), begin, len(chars), context, max_length,
+                     temperature, k)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        pending = deque(pool.submit(grow, lo) for lo in islice(starts, WORKERS + 1))
+        while pending:
+            block = pending.popleft().result()
+            for lo in islice(starts, 1):
+                pending.append(pool.submit(grow, lo))
+            yield block
+
+
+def _grow(logits_fn: LogitsFn, keys: np.ndarray, begin: list[int], size: int, context: int,
+          max_length: int, temperature: float, k: int) -> np.ndarray:
+    """The drawn ids of one chunk of words with these keys (rows, S)."""
+    rows, steps = len(keys), max_length - len(begin)
+    # (R, T + P + S): '.' padding, the prefix, then the drawn ids (0 once a word ended);
+    # row r's context at step s is a slice of it, so nothing is shifted or concatenated
+    ids = np.zeros((rows, context + len(begin) + steps), np.int64)
+    ids[:, context:context + len(begin)] = begin
+    first = context + len(begin)  # column of the first drawn id
+    active = np.arange(rows)  # (A,) rows still growing
+    end = first  # one past the last column written
+    while end < first + steps and len(active):
+        u = _uniforms(keys[active], end - first)  # (A,)
+        logits = _call(logits_fn, ids[active, end - context:end], size)  # (A, V)
+        nxt = _pick(logits, u, temperature, k)  # (A,)
+        ids[active, end] = nxt
+        active = active[nxt != 0]
+        end += 1
+    return ids[:, first:end]
 
 
 def _decode(grown: np.ndarray, chars: tuple[str, ...], prefix: str) -> list[str]:
