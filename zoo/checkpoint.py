@@ -40,7 +40,8 @@ def save_checkpoint(path: Path, model: Model, optimizer: torch.optim.Optimizer,
     tensors["rng.batches"] = generator.get_state()
     tensors["losses.pending"] = torch.tensor(list(pending), dtype=torch.float64)
     meta = {"format": CHECKPOINT_FORMAT, "step": str(step),
-            "optimizer": json.dumps({"param_groups": opt["param_groups"], "state": plain})}
+            "optimizer": json.dumps({"param_groups": opt["param_groups"], "state": plain}),
+            **rundir.bound(path)}  # resumed only with the spec and vocab it was saved with
     atomic.write_bytes(path / rundir.CHECKPOINT, st_save(tensors, metadata=meta))
 
 
@@ -63,6 +64,7 @@ def load_checkpoint(path: Path, model: Model, optimizer: torch.optim.Optimizer,
     tensors, meta = rundir.read_tensors(file)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{file} is not a layerzoo checkpoint")
+    rundir.check_binding(path, meta, file)
     try:
         step = int(meta["step"])
         saved = json.loads(meta["optimizer"])

@@ -129,20 +129,22 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
     if threads is not None and threads < 1:
         raise SpecError(f"--threads {threads}: expected an integer >= 1")
     reproducible()
-    if resume:
-        if spec is not None or data is not None or recipe is not None:
-            given = [f"{name} {value}" for name, value in (("SPEC", spec), ("--data", data),
-                                                           ("--recipe", recipe)) if value]
-            raise SpecError(f"--resume continues {out} with its own spec, data and recipe; "
-                            f"drop {', '.join(given)}")
-        state = _resume_run(out, overrides or {}, registry)
-    else:
-        state = _new_run("mlp-bn" if spec is None else spec, data, out, overrides or {},
-                         recipe, registry)
-    state.meta["threads"] = configure(step_work(state.model.num_parameters(),
-                                                state.recipe.batch_size,
-                                                state.dataset.context), threads)
-    return _loop(state, progress=progress, log=log, on_step=on_step)
+    with contextlib.ExitStack() as held:  # the run directory's lock, for the whole run
+        if resume:
+            if spec is not None or data is not None or recipe is not None:
+                given = [f"{name} {value}" for name, value in (
+                    ("SPEC", spec), ("--data", data), ("--recipe", recipe)) if value]
+                raise SpecError(f"--resume continues {out} with its own spec, data and "
+                                f"recipe; drop {', '.join(given)}")
+            held.enter_context(rundir.lock(out))
+            state = _resume_run(out, overrides or {}, registry)
+        else:
+            state = _new_run("mlp-bn" if spec is None else spec, data, out, overrides or {},
+                             recipe, registry, held, log)
+        state.meta["threads"] = configure(step_work(state.model.num_parameters(),
+                                                    state.recipe.batch_size,
+                                                    state.dataset.context), threads)
+        return _loop(state, progress=progress, log=log, on_step=on_step)
 
 
 def _build(spec: Spec, dataset: Dataset, recipe: Recipe, registry: Registry | None
@@ -160,23 +162,14 @@ def _run_spec(spec: Spec, recipe: Recipe) -> Spec:
 
 
 def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any],
-             named: str | None, registry: Registry | None) -> Loop:
+             named: str | None, registry: Registry | None, held: contextlib.ExitStack,
+             log: Callable[[str], None] | None) -> Loop:
     loaded = load_spec(spec, registry=registry)
     recipe = resolve_recipe(loaded.train, overrides, named=named, source=loaded.source)
     dataset = load_dataset(data, loaded.context, recipe.seed)
-    if out.exists() and not out.is_dir():
-        raise ArtifactError(f"--out {out} is a file; expected a directory for the run")
-    if out.is_dir() and any(out.iterdir()):
-        raise ArtifactError(f"--out {out} is not empty; continue that run with "
-                            f"`zoo train --resume {out}` or choose another --out")
+    rundir.check_new(out)
     run_spec = _run_spec(loaded, recipe)
     model, optimizer, generator = _build(run_spec, dataset, recipe, registry)
-    try:  # only once the model is built: a failed start leaves no empty run dir behind
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ArtifactError(f"cannot create run directory {out}: {e.strerror}") from None
-    rundir.write_json(out / rundir.SPEC, run_spec.to_dict())
-    atomic.write_text(out / rundir.VOCAB, dataset.vocab.to_json() + "\n")
     given = {**loaded.train, **NAMED.get(named or "", {}), **overrides}
     # the words file is stored resolved, so `--resume` works from any folder
     meta = {"spec": run_spec.source, "seed": recipe.seed, "recipe": dataclasses.asdict(recipe),
@@ -187,10 +180,16 @@ def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str,
                      "windows": {k: len(v) for k, v in dataset.splits.items()}},
             "parameters": model.num_parameters(), "status": "running", "step": 0,
             "seconds": 0.0}
-    rundir.write_json(out / rundir.META, meta)
-    save_checkpoint(out, model, optimizer, generator, 0)
-    rundir.save_weights(out / rundir.WEIGHTS, model)
-    curves.write_rows(out / rundir.METRICS, [])
+
+    def fill(tmp: Path) -> None:  # only once the model is built: a failed start leaves nothing
+        rundir.write_json(tmp / rundir.SPEC, run_spec.to_dict())
+        atomic.write_text(tmp / rundir.VOCAB, dataset.vocab.to_json() + "\n")
+        rundir.write_json(tmp / rundir.META, meta)
+        save_checkpoint(tmp, model, optimizer, generator, 0)
+        rundir.save_weights(tmp / rundir.WEIGHTS, model)
+        curves.write_rows(tmp / rundir.METRICS, [])
+
+    held.enter_context(rundir.create(out, fill, note=log))  # whole, and locked
     return Loop(out, model, optimizer, generator, recipe, dataset, meta)
 
 
@@ -200,8 +199,8 @@ def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None)
         raise SpecError("--resume continues a run with its own recipe; only --steps may "
                         "extend it (drop " + ", ".join(extra) + ")")
     run_spec = rundir.read_spec(out)
-    meta = rundir.read_json(out / rundir.META)
-    if not isinstance(meta, dict) or not isinstance(meta.get("data"), dict):
+    meta = rundir.read_meta(out)
+    if not isinstance(meta.get("data"), dict):
         raise ArtifactError(f"{out / rundir.META} is corrupted: no 'data' table")
     recipe = resolve_recipe(run_spec.train, source=str(out / rundir.SPEC))
     at = checkpoint_step(out)
