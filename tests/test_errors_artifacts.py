@@ -8,6 +8,7 @@ and every file under tmp_path exactly as it was before the command.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import random
 import shutil
@@ -18,7 +19,9 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from matrix import assert_clean_error, snapshot
+from matrix import assert_clean_error, no_hang, snapshot, special
+from safetensors import safe_open
+from safetensors.torch import save as st_save
 
 W, CKPT = "weights.safetensors", "checkpoint.safetensors"
 
@@ -144,6 +147,42 @@ def empty_dir(place: Place) -> None:
     (place.tmp / "empty").mkdir()
 
 
+def retype(dtype: torch.dtype) -> Breaker:
+    """The same tensor names and shapes (and metadata), stored as ``dtype``."""
+    def apply(place: Place) -> None:
+        with safe_open(place.run / W, "pt") as f:
+            metadata = f.metadata()
+            tensors = {k: f.get_tensor(k).to(dtype) for k in f.keys()}  # noqa: SIM118
+        (place.run / W).write_bytes(st_save(tensors, metadata=metadata))
+    return apply
+
+
+def edit(name: str, old: str, new: str) -> Breaker:
+    def apply(place: Place) -> None:
+        text = (place.run / name).read_text(encoding="utf-8")
+        assert old in text
+        (place.run / name).write_text(text.replace(old, new, 1), encoding="utf-8")
+    return apply
+
+
+def permute_vocab(place: Place) -> None:
+    data = json.loads((place.run / "vocab.json").read_text(encoding="utf-8"))
+    chars = data["chars"]
+    chars[1], chars[2] = chars[2], chars[1]  # same size, same symbols, other order
+    (place.run / "vocab.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+def special_file(name: str, kind: str) -> Breaker:
+    """Replace a run's file by a FIFO, a socket, a link to /dev/zero or a directory."""
+    def apply(place: Place) -> None:
+        (place.run / name).unlink(missing_ok=True)
+        special(kind, place.run / name)
+    return apply
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
 R, X, T = "{run}", "{onnx}", "{tmp}"  # the run copy, its model.onnx, tmp_path
 NOT_ST = "is not a valid safetensors file"
 PICKLE = ("is a pickle or torch.save file, not safetensors", "never unpickles")
@@ -253,7 +292,66 @@ CASES: list[tuple[str, Breaker, list[str], list[str]]] = [
     ("resume-empty-dir", empty_dir, ["train", "--resume", f"{T}/empty"],
      [f"{T}/empty/spec.json is missing"]),
     ("resume-no-such-dir", nothing, ["train", "--resume", f"{T}/nope"],
-     [f"{T}/nope/spec.json is missing"]),
+     [f"{T}/nope"]),
+    # -- round 2 (issue 14): silent wrong results ------------------------------------------
+    ("weights-int8", retype(torch.int8), ["sample", R],
+     [f"{R}/{W}: tensor", "holds int8 values; expected float (float32, float64, float16, "
+      "bfloat16)"]),
+    ("weights-bool", retype(torch.bool), ["export", R], [f"{R}/{W}", "holds bool values"]),
+    ("weights-int64", retype(torch.int64), ["check", R, X], [f"{R}/{W}", "holds int64"]),
+    ("spec-edited-after-training", edit("spec.json", '"tanh"', '"relu"'), ["sample", R],
+     [f"{R}/spec.json was changed after {R}/{W} was saved", "would give wrong results"]),
+    ("spec-edited-after-training-export", edit("spec.json", '"tanh"', '"relu"'),
+     ["export", R], [f"{R}/spec.json was changed after"]),
+    ("vocab-permuted", permute_vocab, ["sample", R], [f"{R}/vocab.json was changed after"]),
+    ("vocab-permuted-check", permute_vocab, ["check", R, X], [f"{R}/vocab.json was changed"]),
+    ("spec-duplicate-key", edit("spec.json", '"context": 3', '"context": 3, "context": 4'),
+     ["sample", R], [f"{R}/spec.json: invalid JSON: key 'context' appears twice"]),
+    ("meta-duplicate-key", edit("meta.json", '"seed"', '"seed": 1, "seed"'), ["check", R, X],
+     [f"{R}/meta.json: invalid JSON: key 'seed' appears twice"]),
+    # -- round 2: "internal error" no more -------------------------------------------------
+    ("spec-deeply-nested", write("spec.json", DEEP), ["sample", R],
+     [f"{R}/spec.json: invalid JSON: nested too deeply"]),
+    ("vocab-deeply-nested", write("vocab.json", DEEP), ["summary", R],
+     [f"{R}/vocab.json: invalid JSON: nested too deeply"]),
+    ("meta-deeply-nested", write("meta.json", DEEP), ["check", R, X],
+     [f"{R}/meta.json: invalid JSON: nested too deeply"]),
+    ("meta-deeply-nested-resume", write("meta.json", DEEP), ["train", "--resume", R],
+     [f"{R}/meta.json: invalid JSON: nested too deeply"]),
+    ("meta-a-list", write("meta.json", "[1, 2]"), ["sample", R],
+     [f"{R}/meta.json is corrupted: expected a JSON object, got list"]),
+    ("meta-a-list-check", write("meta.json", "[]"), ["check", R, X],
+     [f"{R}/meta.json is corrupted: expected a JSON object, got list"]),
+    ("spec-int-5000-digits", edit("spec.json", '"context": 3', '"context": ' + "3" * 5000),
+     ["sample", R], [f"{R}/spec.json: invalid JSON: an integer of 5,000 digits"]),
+    ("meta-int-5000-digits", edit("meta.json", '"step": ', '"step": ' + "3" * 5000 + ", "
+                                  '"x": '), ["check", R, X],
+     [f"{R}/meta.json: invalid JSON: an integer of 5,000 digits"]),
+    # -- round 2: files that are not regular files: refused by name, never read or waited on
+    ("weights-fifo", special_file(W, "fifo"), ["sample", R],
+     [f"{R}/{W} is a FIFO (named pipe); expected a safetensors weights file"]),
+    ("weights-dev-zero", special_file(W, "dev-zero"), ["export", R],
+     [f"{R}/{W} is a character device"]),
+    ("weights-directory", special_file(W, "directory"), ["check", R, X],
+     [f"{R}/{W} is a directory; expected a safetensors weights file"]),
+    ("weights-socket", special_file(W, "socket"), ["sample", R], [f"{R}/{W} is a socket"]),
+    ("spec-fifo", special_file("spec.json", "fifo"), ["sample", R],
+     [f"{R}/spec.json is a FIFO (named pipe)"]),
+    ("vocab-dev-zero", special_file("vocab.json", "dev-zero"), ["summary", R],
+     [f"{R}/vocab.json is a character device"]),
+    ("meta-fifo", special_file("meta.json", "fifo"), ["check", R, X],
+     [f"{R}/meta.json is a FIFO (named pipe)"]),
+    ("checkpoint-fifo", special_file(CKPT, "fifo"), ["train", "--resume", R],
+     [f"{R}/{CKPT} is a FIFO (named pipe); expected a safetensors checkpoint"]),
+    ("checkpoint-dev-zero", special_file(CKPT, "dev-zero"), ["train", "--resume", R],
+     [f"{R}/{CKPT} is a character device"]),
+    ("onnx-fifo", special_file("model.onnx", "fifo"), ["sample", X],
+     [f"{X} is a FIFO (named pipe); expected an .onnx file"]),
+    ("onnx-dev-zero", special_file("model.onnx", "dev-zero"), ["sample", X],
+     [f"{X} is a character device; expected an .onnx file"]),
+    ("onnx-fifo-check", special_file("model.onnx", "fifo"), ["check", R, X],
+     [f"{X} is a FIFO (named pipe)"]),
+    ("onnx-socket", special_file("model.onnx", "socket"), ["sample", X], [f"{X} is a socket"]),
 ]
 
 
@@ -271,7 +369,8 @@ def test_broken_artifact(cli, place, name, breaker, args, fragments):
     breaker(place)
     other_before = snapshot(place.other)
     before = snapshot(place.tmp)
-    result = cli(*[place.fill(a) for a in args])
+    with no_hang():
+        result = cli(*[place.fill(a) for a in args])
     assert_clean_error(result, *[place.fill(f) for f in fragments])
     assert result.stdout == ""
     assert snapshot(place.tmp) == before

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
-from matrix import assert_clean_error, snapshot
+from matrix import assert_clean_error, no_hang, snapshot, special
 
 MLP = '[{type = "embedding", dim = 4}, "flatten", {type = "linear", out = 8}, "tanh", "linear"]'
 
@@ -99,6 +100,25 @@ CASES = [
      ["key 'description': expected a string, got int 5"]),
     ("not-utf8", "s.toml", b"[model]\ncontext = 3 # \xff\n", ["not UTF-8"]),
     ("deep-json", "s.json", "[" * 100_000 + "]" * 100_000, ["s.json", "invalid JSON"]),
+    # -- round 2 (issue 14): silent last-wins, huge numbers, huge problem lists, odd names ----
+    ("json-duplicate-key", "s.json",
+     '{"model": {"context": 3, "layers": ["tanh"], "context": 8}}',
+     ["s.json: invalid JSON: key 'context' appears twice in one object"]),
+    ("json-duplicate-entry-key", "s.json",
+     json.dumps({"model": {"layers": [{"type": "embedding", "dim": 4}, "flatten", "linear"]}})
+     .replace('"dim": 4', '"dim": 4, "dim": 40'), ["s.json", "key 'dim' appears twice"]),
+    ("json-int-5000-digits", "s.json", '{"model": {"context": ' + "7" * 5000 + ', "layers": []}}',
+     ["s.json: invalid JSON: an integer of 5,000 digits"]),
+    ("toml-int-5000-digits", "s.toml", toml(context="7" * 5000),
+     ["s.toml: invalid TOML", "4300 digits"]),
+    ("toml-int-4000-digits", "s.toml", with_layer('{type = "linear", out = ' + "9" * 4000 + "}"),
+     ["entry 2 (linear)", "Overflow"]),
+    ("problems-80000", "s.json", json.dumps({"model": {"layers": [42] * 80_000}}),
+     ["80,000 problems: entry 0: expected a layer name", "; and 79,990 more"]),
+    ("control-chars-in-name", "s\x1b[2J\n.toml", "[model\n",
+     ["s\\x1b[2J\\n.toml:1", "invalid TOML"]),
+    ("huge-dim", "s.toml", toml('[{type = "embedding", dim = 4611686018427387904}, "flatten", '
+                                '"linear"]'), ["entry 0 (embedding)", "overflow"]),
 ]
 
 
@@ -108,7 +128,8 @@ def test_bad_spec_file(cli, tmp_path, name, filename, content, fragments):
     path.write_bytes(content.encode() if isinstance(content, str) else content)
     before = snapshot(tmp_path)
     result = cli("summary", str(path))
-    assert_clean_error(result, *fragments)
+    err = assert_clean_error(result, *fragments)
+    assert len(err) < 4000  # a message is read, not scrolled
     assert snapshot(tmp_path) == before
 
 
@@ -146,7 +167,7 @@ def test_unknown_preset(cli):
     ("stpes = 5", "train: unknown key 'stpes' (did you mean 'steps'?)"),
     ('lr = "fast"', "train.lr: expected a finite number >= 0, got string 'fast'"),
     ('optimizer = "adam"', "train.optimizer: expected one of 'adamw', 'sgd', got string 'adam'"),
-    ("batch_size = 0", "train.batch_size: expected an integer >= 1, got int 0"),
+    ("batch_size = 0", "train.batch_size: expected an integer >= 1 and <= 65536, got int 0"),
 ])
 def test_bad_recipe_is_refused_before_training(cli, tmp_path, train, fragment):
     path = tmp_path / "s.toml"
@@ -165,3 +186,79 @@ def test_debug_shows_the_traceback(tmp_path):
 
     result = CliRunner().invoke(main, ["--debug", "summary", "wavenett"])
     assert isinstance(result.exception, SpecError)
+
+
+# -- what a spec path can be besides a file: refused by name, never read, never waited on ------
+
+SPECIAL = [("fifo", "is a FIFO (named pipe); expected a spec file"),
+           ("socket", "is a socket; expected a spec file"),
+           ("dev-zero", "is a character device; expected a spec file"),
+           ("directory", "is a directory")]
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+@pytest.mark.parametrize("kind,fragment", SPECIAL, ids=[k for k, _ in SPECIAL])
+def test_spec_that_is_not_a_regular_file(cli, tmp_path, kind, fragment, suffix):
+    path = special(kind, tmp_path / f"s{suffix}")
+    for command in (["summary", str(path)], ["train", str(path), "--out", str(tmp_path / "r")]):
+        with no_hang():
+            result = cli(*command)
+        assert_clean_error(result, str(path), fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_device_given_by_name_is_refused_unread(cli):
+    assert_clean_error(cli("summary", "/dev/zero"), "/dev/zero is a character device")
+
+
+@pytest.mark.skipif(not os.access("/proc/kallsyms", os.R_OK), reason="needs Linux /proc")
+def test_size_bound_does_not_trust_st_size(cli, tmp_path):
+    """/proc/kallsyms says it is 0 bytes and holds megabytes: the read bound stops it."""
+    with open("/proc/kallsyms", "rb") as f:
+        if len(f.read(2 << 20)) <= 1 << 20:
+            pytest.skip("this kernel lists fewer symbols than 1 MiB")
+    link = tmp_path / "s.toml"
+    link.symlink_to("/proc/kallsyms")
+    assert_clean_error(cli("summary", str(link)), f"{link} is larger than 1 MiB; a spec "
+                       "file (.toml or .json) is refused above that")
+
+
+def test_sparse_spec_is_refused_before_reading(cli, tmp_path):
+    path = tmp_path / "huge.toml"
+    with open(path, "wb") as f:
+        f.truncate(20 << 30)  # 20 GiB of holes: nothing is allocated
+    assert_clean_error(cli("summary", str(path)), "is 21,474,836,480 bytes",
+                       "refused above 1 MiB")
+
+
+def test_huge_problem_list_keeps_every_problem_for_the_library():
+    from zoo.errors import SpecError
+
+    error = SpecError([f"p{i}" for i in range(80_000)], "s.toml")
+    assert len(error.problems) == 80_000
+    assert str(error).endswith("p9; and 79,990 more")
+
+
+def test_a_build_error_with_a_stack_is_one_line(cli, tmp_path, monkeypatch):
+    """torch errors can carry a C++ stack after the first line; the message keeps that line."""
+    def explode(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory\nException raised from "
+                           "alloc_cpu at alloc_cpu.cpp:127\nframe #0: c10::Error::Error()")
+    monkeypatch.setattr("torch.nn.Embedding.__init__", explode)
+    err = assert_clean_error(cli("summary", "mlp-bn"), "entry 0 (embedding)",
+                             "can't allocate memory")
+    assert "frame #0" not in err and "alloc_cpu.cpp" not in err
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "0", "1e9", "9" * 5000, "\x1b[31m"])
+def test_max_params_from_the_environment_is_checked(cli, value):
+    err = assert_clean_error(cli("summary", "mlp-bn", env={"LAYERZOO_MAX_PARAMS": value}),
+                             "LAYERZOO_MAX_PARAMS=", "expected a positive integer")
+    assert "\x1b" not in err
+
+
+def test_max_params_is_read_when_a_model_is_built(cli):
+    """Set after import, the limit still applies (it was read once, at import)."""
+    assert_clean_error(cli("summary", "mlp-bn", env={"LAYERZOO_MAX_PARAMS": "1000"}),
+                       "refuses more than 1,000")
+    assert cli("summary", "mlp-bn", env={"LAYERZOO_MAX_PARAMS": "1_000_000"}).exit_code == 0

@@ -12,6 +12,7 @@ once, and the message names the holder's pid).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
@@ -99,6 +100,8 @@ class DirLock:
 
     def release(self) -> None:
         if self.fd is not None:
+            with contextlib.suppress(OSError):  # no pid left behind for the next reader
+                os.ftruncate(self.fd, 0)
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
 

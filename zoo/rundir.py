@@ -12,8 +12,9 @@
 
 Every file is written atomically (zoo.atomic) and read with a size bound (zoo.files). A new
 run directory is built in a temporary sibling and renamed into place whole, and it stays locked
-while a process writes it. The weights' metadata holds the sha256 of spec.json and vocab.json,
-so weights are never used with a spec or vocabulary edited after they were saved.
+while a process writes it. The weights' and checkpoint's metadata hold the sha256 of spec.json's
+model table and of vocab.json, so weights are never used with a model or vocabulary edited after
+they were saved.
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ from zoo.registry import Registry, layerzoo_version
 from zoo.spec import Spec
 
 __all__ = ["Run", "open_run", "is_run_dir", "read_tensors", "save_weights", "load_model_state",
-           "write_json", "read_json", "read_meta", "binding", "check_binding", "incomplete",
-           "create", "lock", "SPEC", "VOCAB", "WEIGHTS", "CHECKPOINT", "META", "METRICS", "PLOT"]
+           "write_json", "read_json", "read_meta", "binding", "bound", "check_binding",
+           "incomplete", "check_new", "create", "lock", "SPEC", "VOCAB", "WEIGHTS", "CHECKPOINT",
+           "META", "METRICS", "PLOT"]
 
 SPEC, VOCAB, WEIGHTS = "spec.json", "vocab.json", "weights.safetensors"
 CHECKPOINT, META, METRICS, PLOT = "checkpoint.safetensors", "meta.json", "metrics.jsonl", "loss.png"
 REQUIRED = (SPEC, VOCAB, WEIGHTS, META)
-BOUND = {"layerzoo.spec_sha256": SPEC, "layerzoo.vocab_sha256": VOCAB}  # in weights' metadata
+BOUND = {"layerzoo.model_sha256": SPEC, "layerzoo.vocab_sha256": VOCAB}  # in weights' metadata
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -108,9 +110,20 @@ def _first_line(error: BaseException) -> str:
 
 
 def binding(run: Path) -> dict[str, str]:
-    """The digests that bind weights to the spec.json and vocab.json beside them."""
-    return {key: hashlib.sha256(files.read_bytes(run / name, files.RUN_JSON)).hexdigest()
-            for key, name in BOUND.items()}
+    """The digests that bind weights to the spec.json and vocab.json beside them.
+
+    Only what the weights depend on is digested (spec.json's model table, the symbols): a run
+    extended with ``--steps`` rewrites its recipe and stays bound.
+    """
+    spec, vocab = read_json(run / SPEC), read_json(run / VOCAB)
+    parts = {SPEC: spec.get("model") if isinstance(spec, dict) else spec, VOCAB: vocab}
+    return {key: hashlib.sha256(json.dumps(parts[name], sort_keys=True, ensure_ascii=False)
+                                .encode("utf-8")).hexdigest() for key, name in BOUND.items()}
+
+
+def bound(run: Path) -> dict[str, str]:
+    """``binding(run)`` where ``run`` holds a spec.json and a vocab.json, else nothing."""
+    return binding(run) if all((run / name).is_file() for name in BOUND.values()) else {}
 
 
 def check_binding(run: Path, metadata: dict[str, str], file: Path) -> None:
@@ -120,16 +133,15 @@ def check_binding(run: Path, metadata: dict[str, str], file: Path) -> None:
     """
     for key, digest in binding(run).items():
         if key in metadata and metadata[key] != digest:
-            raise ArtifactError(f"{run / BOUND[key]} was changed after {file} was saved (its "
-                                f"sha256 differs from the one stored there); the weights "
+            what = "its model table" if BOUND[key] == SPEC else "its symbols"
+            raise ArtifactError(f"{run / BOUND[key]} was changed after {file} was saved "
+                                f"({what} differ from the digest stored there); the weights "
                                 "would give wrong results: restore the file or train again")
 
 
 def save_weights(path: Path, model: Model, metadata: dict[str, str] | None = None) -> None:
     """Write the model's state atomically; inside a run directory, bound to its spec and vocab."""
-    metadata = dict(metadata or {})
-    if all((path.parent / name).is_file() for name in BOUND.values()):
-        metadata.update(binding(path.parent))
+    metadata = {**(metadata or {}), **bound(path.parent)}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic.write_bytes(path, st_save(state, metadata=metadata))
 
@@ -234,37 +246,44 @@ def incomplete(path: Path) -> bool:
         n in own or (n.startswith(".") and n.endswith(".tmp")) for n in names)
 
 
+def check_new(out: Path) -> bool:
+    """Whether ``out`` can become a new run: ArtifactError if not, True if it holds an
+    incomplete run (stopped before its first checkpoint) that ``create`` will replace."""
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"--out {out} is a file; expected a directory for the run")
+    if not (out.is_dir() and any(out.iterdir())):
+        return False
+    if (out / atomic.LOCK_NAME).exists():
+        atomic.lock_dir(out).release()  # refuses, naming the pid, while another writes it
+    if not incomplete(out):
+        raise ArtifactError(f"--out {out} is not empty; continue that run with "
+                            f"`zoo train --resume {out}` or choose another --out")
+    return True
+
+
 def create(out: Path, fill: Callable[[Path], None],
            note: Callable[[str], None] | None = None) -> atomic.DirLock:
     """Create run directory ``out`` whole: ``fill(tmp)`` writes it, then it is renamed into place.
 
-    Returns the run's lock, held (release it when training ends). Refuses a folder in use or
-    holding anything but an incomplete run, which is replaced (``note`` says so).
+    Returns the run's lock, held (release it when training ends). Refuses what ``check_new``
+    refuses; an incomplete run there is replaced (``note`` says so).
     """
-    if out.exists() and not out.is_dir():
-        raise ArtifactError(f"--out {out} is a file; expected a directory for the run")
-    replace = False
-    if out.is_dir() and any(out.iterdir()):
-        atomic.lock_dir(out).release()  # refuses, naming the pid, while another writes it
-        if not incomplete(out):
-            raise ArtifactError(f"--out {out} is not empty; continue that run with "
-                                f"`zoo train --resume {out}` or choose another --out")
-        replace = True
-        if note is not None:
-            note(f"replacing {out}: that run was stopped before its first checkpoint")
-    try:
-        return atomic.create_dir(out, fill, replace=replace)
-    except OSError as e:
-        raise ArtifactError(f"cannot create run directory {out}: {e.strerror or e}") from None
+    replace = check_new(out)
+    if replace and note is not None:
+        note(f"replacing {out}: that run was stopped before its first checkpoint")
+    return atomic.create_dir(out, fill, replace=replace)
 
 
 def lock(out: Path) -> atomic.DirLock:
     """Lock an existing run directory to resume it; ArtifactError if it is not resumable."""
+    if not out.is_dir():
+        raise ArtifactError(f"{out}: no such run directory" if not out.exists()
+                            else f"{out} is a file, not a run directory (made by zoo train)")
     if incomplete(out):
         raise ArtifactError(f"{out} was stopped before its first checkpoint, so there is "
                             "nothing to resume; start it again with `zoo train SPEC --out "
                             f"{out}` (the incomplete run is replaced)")
-    if not out.is_dir():
-        raise ArtifactError(f"{out}: no such run directory" if not out.exists()
-                            else f"{out} is a file, not a run directory (made by zoo train)")
+    if not (out / SPEC).exists():  # not a run: leave the folder as it is, no lock file in it
+        raise ArtifactError(f"{out / SPEC} is missing; is {out} a run directory made by "
+                            "zoo train?")
     return atomic.lock_dir(out)
