@@ -22,7 +22,8 @@ EXTRA_VERSION = "0.3.1"
 EXTRA_LAYERS = ["swish", "rmsnorm", "hardswishish"]
 BUILTIN_LAYERS = {"embedding", "linear", "batchnorm", "layernorm", "tanh", "relu", "sigmoid",
                   "identity", "leaky_relu", "gelu", "hardtanh", "flatten",
-                  "flatten_consecutive", "dropout"}
+                  "flatten_consecutive", "dropout", "causal_self_attention",
+                  "position_embedding", "last", "mean"}
 
 # package folder -> (entry-point name, the exact problem line the registry reports)
 BROKEN = {
@@ -127,7 +128,7 @@ def test_load_plugins_env_selects_third_party_plugins(monkeypatch, cli) -> None:
     monkeypatch.setenv("LAYERZOO_LOAD_PLUGINS", "")  # set but empty: no third-party plugin
     reg = Registry.load()
     assert set(reg.layers) == BUILTIN_LAYERS
-    assert set(reg.presets) == {"bigram", "mlp", "mlp-bn", "deep-bn", "wavenet"}
+    assert set(reg.presets) == {"bigram", "mlp", "mlp-bn", "deep-bn", "wavenet", "transformer"}
 
     monkeypatch.setenv("LAYERZOO_LOAD_PLUGINS", "extra, other")
     assert set(EXTRA_LAYERS) <= set(Registry.load().layers)
