@@ -8,8 +8,9 @@ Trains each preset on ``../shared/data/names.txt`` (the 32,033-name corpus of th
 makemore figures; the bundled data/names.txt when absent) with the lectures' split (seed 42),
 one after another in this process, then prints a markdown table (parameters, steps, wall time,
 train/val/test, the published figure) and each preset's validation curve. Wall time is the
-training loop's own (evaluations included), so a loaded machine shows up in it: record the
-load (``uptime``) printed beside the table.
+training loop's own (evaluations included), so a loaded machine shows up in it: the load
+average is printed beside the table, and the process CPU time (all threads) is shown too, which
+a shared machine inflates much less.
 """
 
 from __future__ import annotations
@@ -56,18 +57,19 @@ def _overrides(pairs: list[str]) -> dict[str, dict[str, object]]:
 
 def run(preset: str, data: Path, overrides: dict[str, object], folder: Path) -> dict[str, object]:
     """Train one preset; its table row and validation curve."""
-    before = _load()
+    before, cpu = _load(), time.process_time()
     result = train(preset, data=data, out=folder / preset, overrides=overrides,
                    progress=False, log=lambda line: print(f"  {preset}: {line}", flush=True))
     curve = [json.loads(line) for line in (result.path / METRICS).read_text().splitlines()]
     return {"preset": preset, "params": result.model.num_parameters(), "steps": result.steps,
-            "seconds": result.seconds, **result.metrics, "curve": curve,
+            "seconds": result.seconds, "cpu": time.process_time() - cpu, **result.metrics,
+            "curve": curve,
             "load": f"{before} -> {_load()}"}
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    lines = ["| preset | parameters | steps | wall time (s) | train | val | test | published val |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| preset | parameters | steps | wall time (s) | CPU time (s) | train | val | test "
+             "| published val |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['preset']} | {r['params']:,} | {r['steps']:,} | {r['seconds']:.1f} | "
                      f"{r['train']:.4f} | {r['val']:.4f} | {r['test']:.4f} | "
