@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from zoo.errors import SpecError, ZooError
+
+if TYPE_CHECKING:
+    from zoo.registry import Registry
 
 EXIT_USAGE = 2
 
@@ -52,16 +56,29 @@ def main(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
     ctx.meta["zoo.strict"] = True if strict_plugins else None
 
 
-def registry(ctx: click.Context):
-    """Load the plugins once per command and warn about the ones that failed."""
-    from zoo.registry import load_plugins
+def registry(ctx: click.Context) -> Registry:
+    """The command's own registry (honouring --strict-plugins), loaded once; warns on stderr.
+
+    Commands pass it to the library explicitly: nothing depends on a process-wide default.
+    """
+    from zoo.registry import PluginWarning, Registry
 
     if "zoo.registry" not in ctx.meta:
-        reg = load_plugins(strict=ctx.meta.get("zoo.strict"))
+        # for this command: warnings print as one "warning: ..." line; plugin problems are
+        # printed below, once (a library default registry would repeat them)
+        ctx.with_resource(warnings.catch_warnings())
+        warnings.showwarning = _warning_line
+        warnings.filterwarnings("ignore", category=PluginWarning)
+        reg = Registry.load(strict=ctx.meta.get("zoo.strict"))
         for problem in reg.problems():
             click.echo(f"warning: {problem}", err=True)
         ctx.meta["zoo.registry"] = reg
     return ctx.meta["zoo.registry"]
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 @main.command("layers")
@@ -74,12 +91,18 @@ def layers_cmd(ctx: click.Context) -> None:
 
 
 @main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for tools.")
 @click.pass_context
-def plugins_cmd(ctx: click.Context) -> None:
-    """List every plugin, built-in or installed, with version and what it registered."""
+def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List every plugin with its distribution, version, entry point and what it registered.
+
+    A plugin with a problem (failed, or names reachable only qualified) is marked; the
+    command still exits 0.
+    """
     from zoo import report
 
-    click.echo(report.plugins(registry(ctx)))
+    reg = registry(ctx)
+    click.echo(report.plugins_json(reg) if as_json else report.plugins(reg))
 
 
 @main.command("presets")
@@ -89,16 +112,9 @@ def plugins_cmd(ctx: click.Context) -> None:
 def presets_cmd(ctx: click.Context, vocab: int) -> None:
     """List the model zoo: every registered preset."""
     from zoo import report
-    from zoo.build import build_model
 
     reg = registry(ctx)
-    sizes = {}
-    for name in reg.presets:
-        try:
-            sizes[name] = f"{build_model(name, vocab, registry=reg).num_parameters():,}"
-        except ZooError:
-            sizes[name] = "invalid"
-    click.echo(report.presets(reg, sizes))
+    click.echo(report.presets(reg, report.preset_sizes(reg, vocab)))
 
 
 @main.command("summary")
@@ -109,12 +125,17 @@ def presets_cmd(ctx: click.Context, vocab: int) -> None:
               help="Override the spec's context length.")
 @click.pass_context
 def summary_cmd(ctx: click.Context, spec: str, vocab: int | None, context: int | None) -> None:
-    """Print each layer of SPEC (a preset, spec file or run directory) with shapes and sizes."""
+    """Print each layer of SPEC (a preset, spec file or run directory) with shapes and sizes.
+
+    A registered preset wins over a file of the same name in the current folder: write
+    ./NAME for the file.
+    """
     from zoo import report, rundir
     from zoo.build import build_model
+    from zoo.spec import names_file
 
     reg = registry(ctx)
-    if rundir.is_run_dir(spec):
+    if names_file(spec, reg) and rundir.is_run_dir(spec):
         run_vocab = rundir.read_vocab(Path(spec))
         spec_obj: Any = rundir.read_spec(Path(spec))
         vocab = vocab or run_vocab.size
