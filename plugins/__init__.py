@@ -13,6 +13,7 @@ DEFAULT_PLUGINS = (
     "zoo.plugins.dropout",
     "zoo.plugins.attention",
     "zoo.plugins.position",
+    "zoo.plugins.rmsnorm",
     "zoo.plugins.reduce",
     "zoo.plugins.presets",
 )

@@ -58,7 +58,8 @@ def test_builtins_are_plugins_with_the_package_version(fresh_registry) -> None:
     assert reg is get_registry()  # loaded once
     builtins = {n: p for n, p in reg.plugins.items() if p.builtin}
     assert list(builtins) == ["embedding", "linear", "norm", "activations", "reshape",
-                              "dropout", "presets"]
+                              "dropout", "attention", "position", "rmsnorm", "reduce",
+                              "presets"]
     assert {p.version for p in builtins.values()} == {VERSION}
     assert reg.layers["batchnorm"].plugin == "norm" and reg.layers["batchnorm"].version == VERSION
     assert reg.presets["wavenet"].plugin == "presets"
@@ -73,7 +74,7 @@ def test_unknown_names_suggest_close_matches(fresh_registry) -> None:
     assert str(e.value) == "unknown layer 'batchnrom' (did you mean 'batchnorm'?)"
     with pytest.raises(PluginError) as e:
         reg.layer("flaten")
-    assert str(e.value) == "unknown layer 'flaten' (did you mean 'flatten'?)"
+    assert str(e.value) == "unknown layer 'flaten' (did you mean 'flatten' or 'last'?)"
     with pytest.raises(PluginError) as e:
         reg.preset("deep_bn")
     assert str(e.value) == "unknown preset 'deep_bn' (did you mean 'deep-bn'?)"
