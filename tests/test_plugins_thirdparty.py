@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -23,7 +22,6 @@ from zoo.errors import PluginError, SpecError
 from zoo.registry import PluginWarning, Registry, get_registry
 
 TESTS = Path(__file__).parent
-SEQPLUG = TESTS / "thirdparty" / "seqplug"
 EXTRA_VERSION = "0.3.1"
 EXTRA_LAYERS = ["swish", "rmsnorm", "hardswishish"]
 BUILTIN_LAYERS = {"embedding", "linear", "batchnorm", "layernorm", "tanh", "relu", "sigmoid",
@@ -226,10 +224,6 @@ def test_broken_plugin_is_an_error_in_strict_mode(package, fake_install, monkeyp
     assert result.exit_code == 2
     assert result.stdout == ""
     assert result.stderr == f"error: {problem} (strict mode: LAYERZOO_STRICT_PLUGINS)\n"
-    listing = cli("--strict-plugins", "plugins")  # the diagnosis still lists, and exits 0
-    assert listing.exit_code == 0 and f"warning: {problem}" in listing.stderr.splitlines()
-    assert "FAILED: " in next(ln for ln in listing.stdout.splitlines()
-                              if ln.startswith(plugin + " "))
 
 
 def test_non_strict_cli_warns_once_and_marks_the_failure(fake_install, cli) -> None:
@@ -323,9 +317,9 @@ def test_two_plugins_sharing_a_name_refuse_the_bare_name(fake_install, cli, tmp_
     rows = cli("plugins").stdout.splitlines()
     for plugin in ("extra", "rival"):
         row = next(ln for ln in rows if ln.startswith(plugin + " "))
-        assert "  CLASH: " in row and ("layer 'swish' is registered by another plugin too: "
-                                       f"this plugin's is reachable only as '{plugin}:swish'"
-                                       in row)
+        assert "CLASH: " in row  # extra's rmsnorm clashes with the built-in one as well
+        assert ("layer 'swish' is registered by another plugin too: this plugin's is "
+                f"reachable only as '{plugin}:swish'") in row
 
 
 @pytest.mark.filterwarnings("ignore::zoo.registry.PluginWarning")  # train's default registry
@@ -458,45 +452,3 @@ def test_export_warnings_are_one_line_naming_the_layer_and_plugin(fake_install,
         LayerWarning, "ONNX export: entry 3 (noisy) of plugin 'loud' warned: UserWarning: "
         "noisy layer says hello; UserWarning: Implicit dimension choice for softmax has been "
         "deprecated. Change the call to include dim=X as an argument.")]
-
-
-# -- a second third-party plugin: the project's suite holds whatever correct plugin is installed
-
-# the registry-parametrised tests (presets, layers) and the exact-message ones; the conformance
-# file joins once it asserts only what check_layer promises (see the README's plugin section)
-SUITE = ["tests/test_build.py", "tests/test_layers.py", "tests/test_spec.py",
-         "tests/test_cli_basic.py"]
-
-
-def test_seqplug_sequence_layers_and_clashes(fake_install) -> None:
-    from zoo.testing import check_layer
-
-    fake_install(SEQPLUG)
-    reg = Registry.load()
-    assert reg.failures() == []
-    assert {"causal_mean", "last_token", "seqplug:gelu"} <= set(reg.layers)
-    assert {"seq-mean", "seqplug:mlp"} <= set(reg.presets)
-    assert reg.layer("gelu").plugin == "activations" and reg.preset("mlp").plugin == "presets"
-    with pytest.raises(SpecError, match=r"^<python>: entry 2 \(causal_mean\): expects a "
-                                        r"sequence \[B, T, C\], got \[B, 81\]"):
-        build_model(["embedding", "flatten", "causal_mean", "linear"], 27, registry=reg)
-    model = build_model("seq-mean", 27, registry=reg)
-    assert [e.layer.plugin for e in model.entries][3] == "seqplug"  # its own gelu
-    for name in ("causal_mean", "last_token"):
-        report = check_layer(name, registry=reg)
-        assert report.forms == ["[B, T, C]"] and report.skipped == {}
-
-
-def test_the_suite_passes_with_a_second_thirdparty_plugin_installed(fake_install) -> None:
-    site = fake_install(SEQPLUG)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LAYERZOO_LOAD_PLUGINS", "LAYERZOO_STRICT_PLUGINS")}  # load them all
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
-    probe = subprocess.run([sys.executable, "-c", "from zoo.registry import Registry; "
-                            "print(sorted(Registry.load().plugins))"],
-                           env=env, capture_output=True, text=True, timeout=300)
-    assert "'seqplug'" in probe.stdout, probe.stderr  # the plugin really is in the run below
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
-         *SUITE], cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

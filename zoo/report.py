@@ -111,11 +111,13 @@ def presets(registry: Registry, sizes: dict[str, str]) -> str:
 
 
 def summary(model: Model, title: str) -> str:
-    """Each layer, its output shape and parameter count, and the total."""
+    """Each layer, its output shape and parameter count, and the total; residual blocks show
+    their own row (the sum of their layers) with their layers indented beneath."""
     rows = [["entry", "layer", "output", "params"],
             ["input (token ids)", "", f"({model.context},)", ""]]
-    for row in model.summary():
-        rows.append([row.label, row.layer, str(row.shape), f"{row.params:,}"])
+    for row in model.summary():  # a residual block's layers are indented under it
+        rows.append(["  " * row.depth + row.label, row.layer, str(row.shape),
+                     f"{row.params:,}"])
     rows.append(["total", "", "", f"{model.num_parameters():,}"])
     head = f"{title}: context {model.context}, vocabulary {model.vocab_size}"
     return head + "\n" + _table(rows, right={3})

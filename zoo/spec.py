@@ -11,8 +11,10 @@ A spec is a model (context length, layers) plus a training recipe::
     steps = 10000
 
 An entry is a layer name or a table with ``type``; ``{repeat = 4, layers = [...]}`` repeats a
-block. Validation runs before anything is built and reports every problem at once, each naming
-the entry, the key, what was expected and what was given. Nothing here imports torch.
+block; ``{residual = [...]}`` adds a block's input to its output, ``x + f(x)`` (the entries
+inside must keep the shape). Blocks nest. Validation runs before anything is built and
+reports every problem at once, each naming the entry, the key, what was expected and what was
+given. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import dataclasses
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,7 @@ class Entry:
     label: str  # "entry 2.1 (linear, repeat 3 of 4)"
     layer: LayerType
     params: Any  # an instance of layer.params
+    blocks: tuple[str, ...] = ()  # labels of the residual blocks around it, outermost first
 
 
 def _kind(value: Any) -> str:
@@ -252,12 +255,15 @@ def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
             out: list[Entry], problems: list[str]) -> None:
     for i, item in enumerate(items):
         where = f"entry {prefix}{i}"
-        if len(out) > MAX_ENTRIES:
+        if len(out) >= MAX_ENTRIES:  # one more would pass the limit
             problems.append(f"more than {MAX_ENTRIES:,} layers after unrolling repeats; "
                             "the spec is refused")
             return
         if isinstance(item, dict) and "repeat" in item:
             _expand_block(item, where, f"{prefix}{i}.", suffix, registry, out, problems)
+            continue
+        if isinstance(item, dict) and "residual" in item:
+            _expand_residual(item, where, f"{prefix}{i}.", suffix, registry, out, problems)
             continue
         if isinstance(item, str):
             name, given = item, {}
@@ -265,7 +271,7 @@ def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
             if "type" not in item:
                 problems.append(f"{where}: key 'type' is missing: expected a layer name, e.g. "
                                 "{type = \"linear\", out = 200}, or a block {repeat = N, "
-                                "layers = [...]}")
+                                "layers = [...]} or {residual = [...]}")
                 continue
             name, given = item["type"], {k: v for k, v in item.items() if k != "type"}
         else:
@@ -310,6 +316,25 @@ def _expand_block(item: dict[str, Any], where: str, prefix: str, suffix: str,
         _expand(body, prefix, f"{suffix}, repeat {r + 1} of {count}", registry, out, problems)
         if len(problems) > before:  # the same mistake in every repeat: report it once
             return
+
+
+def _expand_residual(item: dict[str, Any], where: str, prefix: str, suffix: str,
+                     registry: Registry, out: list[Entry], problems: list[str]) -> None:
+    label = f"{where} (residual{suffix})"
+    body = item["residual"]
+    for key in item:
+        if key != "residual":
+            problems.append(f"{label}: unknown key {key!r}"
+                            f"{did_you_mean(str(key), ('residual',))}; a residual block is "
+                            "{residual = [...layer entries...]} and takes no other key")
+    if not isinstance(body, list) or not body:
+        problems.append(f"{label}: key 'residual': expected a non-empty list of layer entries, "
+                        f"got {_kind(body)}")
+        return
+    start = len(out)
+    _expand(body, prefix, suffix, registry, out, problems)
+    # inner blocks were labelled first, so the outer label goes in front: outermost first
+    out[start:] = [replace(e, blocks=(label, *e.blocks)) for e in out[start:]]
 
 
 def _params(layer: LayerType, given: dict[str, Any], label: str,
