@@ -195,22 +195,30 @@ def train_cmd(ctx: click.Context, spec: str, data: Path | None, out: Path | None
 @main.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="The .onnx file to write [default: RUN/model.onnx].")
-@click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True,
-              help="ONNX opset version.")
+              help="The .onnx file to write [default: RUN/model.onnx, RUN/model.int8.onnx "
+                   "with --int8].")
+@click.option("--opset", type=int, default=20, show_default=True, help="ONNX opset version.")
+@click.option("--int8", is_flag=True,
+              help="Write a dynamically quantised int8 file (RUN may also be an fp32 .onnx).")
 @click.pass_context
-def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int) -> None:
+def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int,
+               int8: bool) -> None:
     """Export RUN's model to one self-contained ONNX file (eval mode, dynamic batch)."""
     from collections import Counter
 
     import onnx
 
-    from zoo.export.onnx import export_run
+    from zoo.export.onnx import INT8_NAME, check_opset, export_run
 
-    registry(ctx)
-    path = export_run(run, output, opset=opset)
+    check_opset(opset)
+    if int8 and run.suffix == ".onnx" and not run.is_dir():
+        from zoo.export.quantize import quantize_onnx
+
+        path = quantize_onnx(run, output if output is not None else run.with_name(INT8_NAME))
+    else:
+        path = export_run(run, output, opset=opset, int8=int8, registry=registry(ctx))
     ops = Counter(n.op_type for n in onnx.load(path, load_external_data=False).graph.node)
-    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes{', int8' if int8 else ''})")
     click.echo("ops: " + ", ".join(f"{op} x{count}" if count > 1 else op
                                    for op, count in ops.items()))
 
@@ -218,8 +226,10 @@ def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int) -
 @main.command("sample")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-n", "count", type=click.IntRange(min=0), default=20, show_default=True,
-              help="How many words.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+              help="How many words (streamed: any number).")
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Index of the first word: --start 5 -n 5 gives words 5..9 of -n 10.")
+@click.option("--seed", type=int, default=0, show_default=True, help="In [0, 2**64).")
 @click.option("--temperature", type=float, default=1.0, show_default=True,
               help="Divide the logits by this (> 0; lower is more conservative).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
@@ -228,26 +238,30 @@ def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int) -
 @click.option("--max-length", type=click.IntRange(min=1), default=64, show_default=True,
               help="Cut words at this many characters.")
 @click.pass_context
-def sample_cmd(ctx: click.Context, source: Path, count: int, seed: int, temperature: float,
-               top_k: int | None, prefix: str, max_length: int) -> None:
+def sample_cmd(ctx: click.Context, source: Path, count: int, start: int, seed: int,
+               temperature: float, top_k: int | None, prefix: str, max_length: int) -> None:
     """Sample words from SOURCE: a .onnx file (onnxruntime, no torch) or a run directory."""
-    from zoo.sampling import sample
+    from zoo.sampling import sample_text
 
     if source.is_dir():
         from zoo.rundir import open_run
 
-        registry(ctx)
-        run = open_run(source)
+        run = open_run(source, registry=registry(ctx))
         logits_fn, vocab, context = run.model.numpy_logits, run.vocab.chars, run.spec.context
     else:
         from zoo.export.runtime import OnnxModel
 
         model = OnnxModel.load(source)
         logits_fn, vocab, context = model.logits, model.vocab, model.context
-    words = sample(logits_fn, vocab=vocab, context=context, n=count, seed=seed,
-                   temperature=temperature, top_k=top_k, prefix=prefix, max_length=max_length)
-    if words:
-        click.echo("\n".join(words))
+    chunks = sample_text(logits_fn, vocab=vocab, context=context, n=count, seed=seed,
+                         start=start, temperature=temperature, top_k=top_k, prefix=prefix,
+                         max_length=max_length)
+    try:
+        for text in chunks:
+            sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `zoo sample -n 10000000 | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @main.command("check")
@@ -255,21 +269,36 @@ def sample_cmd(ctx: click.Context, source: Path, count: int, seed: int, temperat
 @click.argument("onnx_file", metavar="MODEL.onnx", type=click.Path(path_type=Path))
 @click.option("--samples", type=click.IntRange(min=0), default=20, show_default=True,
               help="Words to sample through each backend with the same seed.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="In [0, 2**64).")
+@click.option("--max-loss-drift", type=float, default=0.01, show_default=True,
+              help="For an int8 file: how many nats its validation loss may exceed torch's.")
 @click.pass_context
-def check_cmd(ctx: click.Context, run: Path, onnx_file: Path, samples: int, seed: int) -> None:
+def check_cmd(ctx: click.Context, run: Path, onnx_file: Path, samples: int, seed: int,
+              max_loss_drift: float) -> None:
     """Compare RUN's torch model with MODEL.onnx; exit 1 if they disagree."""
     from zoo.export.check import check
 
-    registry(ctx)
-    result = check(run, onnx_file, samples=samples, seed=seed)
-    verdict = "ok" if result.logits_match else "DIFFER"
-    click.echo(f"logits: max |onnxruntime - torch| = {result.max_abs_diff:.3g} over "
-               f"{result.contexts:,} validation contexts (atol {result.atol:g}, rtol "
-               f"{result.rtol:g}): {verdict}")
-    click.echo(f"samples: {result.samples} words with seed {seed}: "
-               + ("identical" if result.samples_match
-                  else f"{len(result.mismatches)} DIFFER, e.g. {result.mismatches[0]}"))
+    result = check(run, onnx_file, samples=samples, seed=seed, max_loss_drift=max_loss_drift,
+                   registry=registry(ctx))
+    if result.quantized:
+        click.echo(f"logits: max |onnxruntime - torch| = {result.max_abs_diff:.3g} over "
+                   f"{result.contexts:,} validation contexts ({result.quantized} file: judged "
+                   "by loss)")
+        click.echo(f"validation loss: torch {result.torch_loss:.4f}, onnxruntime "
+                   f"{result.onnx_loss:.4f}, drift {result.loss_drift:+.4f} nats (max "
+                   f"{result.max_loss_drift:g}): {'ok' if result.loss_ok else 'TOO HIGH'}")
+        click.echo(f"samples: {result.samples} words with seed {seed}: "
+                   f"{result.samples - len(result.mismatches)} identical (not required)")
+    else:
+        verdict = "ok" if result.logits_match else "DIFFER"
+        click.echo(f"logits: max |onnxruntime - torch| = {result.max_abs_diff:.3g} over "
+                   f"{result.contexts:,} validation contexts (atol {result.atol:g}, rtol "
+                   f"{result.rtol:g}): {verdict}")
+        click.echo(f"validation loss: torch {result.torch_loss:.4f}, onnxruntime "
+                   f"{result.onnx_loss:.4f}")
+        click.echo(f"samples: {result.samples} words with seed {seed}: "
+                   + ("identical" if result.samples_match
+                      else f"{len(result.mismatches)} DIFFER, e.g. {result.mismatches[0]}"))
     if not result.ok:
         ctx.exit(1)
 

@@ -29,7 +29,7 @@ from zoo import atomic
 from zoo.build import Model, build_model
 from zoo.data import Vocab
 from zoo.errors import ArtifactError, ZooError
-from zoo.registry import layerzoo_version
+from zoo.registry import Registry, layerzoo_version
 from zoo.spec import Spec
 
 __all__ = ["Run", "open_run", "is_run_dir", "read_tensors", "save_weights", "load_model_state",
@@ -140,7 +140,8 @@ def read_vocab(path: Path) -> Vocab:
         raise ArtifactError(f"{path / VOCAB} is corrupted: {e}") from None
 
 
-def open_run(path: str | Path, weights: str = WEIGHTS) -> Run:
+def open_run(path: str | Path, weights: str = WEIGHTS, *,
+             registry: Registry | None = None) -> Run:
     """Open a run directory made by ``zoo train``; the model is returned in eval mode."""
     path = Path(path)
     if not path.exists():
@@ -153,7 +154,7 @@ def open_run(path: str | Path, weights: str = WEIGHTS) -> Run:
                             "was it made by zoo train?")
     spec, vocab, meta = read_spec(path), read_vocab(path), read_json(path / META)
     try:
-        model = build_model(spec, vocab.size)
+        model = build_model(spec, vocab.size, registry=registry)
     except ZooError as e:
         raise ArtifactError(f"{path / SPEC}: cannot build the model: {e}") from None
     state, _ = read_tensors(path / weights)
