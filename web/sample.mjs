@@ -21,10 +21,12 @@ function fail(message) {
   process.exit(2);
 }
 
+const flag = (name) => (name.length === 1 ? `-${name}` : `--${name}`);
+
 function integer(name, text, min = 0) {
   if (text === undefined) return undefined;
   if (!/^\d+$/.test(text) || Number(text) < min || !Number.isSafeInteger(Number(text))) {
-    fail(`--${name} must be an integer >= ${min}, got ${JSON.stringify(text)}`);
+    fail(`${flag(name)} must be an integer >= ${min}, got ${JSON.stringify(text)}`);
   }
   return Number(text);
 }
@@ -50,7 +52,7 @@ function parse(argv) {
       },
     }));
   } catch (e) {
-    fail(`${e.message} (${USAGE})`);
+    fail(`${e.message.split("\n")[0]} (${USAGE})`);
   }
   if (values.help) {
     process.stdout.write(`${USAGE}\n`);

@@ -55,8 +55,9 @@ export function settings(options) {
   if (Array.isArray(vocab)) {
     const unknown = [...o.prefix].filter((c) => c === "." || !vocab.includes(c));
     if (unknown.length) {
+      const chars = [...new Set(unknown)].sort().map((c) => JSON.stringify(c)).join(", ");
       problems.push(`prefix ${JSON.stringify(o.prefix)} has characters outside the model's `
-        + `vocabulary: ${JSON.stringify([...new Set(unknown)].join(""))}`);
+        + `vocabulary: ${chars} (the vocabulary is ${JSON.stringify(vocab.slice(1).join(""))})`);
     }
   }
   if (problems.length) throw new SettingsError(problems.join("; "));
