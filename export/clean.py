@@ -49,7 +49,7 @@ def _messages(message: Message) -> Iterator[Message]:
             if isinstance(value, Message):
                 stack.append(value)
             else:  # a repeated message field (onnx.proto declares no maps)
-                stack.extend(value)
+                stack.extend(reversed(value))  # popped in order: nodes numbered as listed
 
 
 def _graphs(proto: onnx.ModelProto) -> Iterator[onnx.GraphProto]:

@@ -26,10 +26,19 @@ __all__ = ["OnnxModel", "external_tensors"]
 
 MAX_NESTING = 64  # subgraphs inside subgraphs: deeper than any real model, shallow for a bomb
 
-# protobuf field numbers of the onnx.proto messages that can hold a TensorProto
+# Why a hand-written walker and not onnx.load + onnx.external_data_helper: importing onnx
+# costs ~360-480 ms on top of onnxruntime and numpy (median of 5 here, loaded 2-core machine,
+# onnx 1.x), about as long as the rest of a `zoo sample -n 20`; and onnx.load itself parses
+# every tensor. The tables below are the protobuf field numbers of every onnx.proto message
+# field through which a TensorProto can be reached (tests/test_runtime.py derives that set
+# from onnx's own descriptors and checks it equals these tables):
+# ModelProto.graph/training_info/functions, TrainingInfoProto.initialization/algorithm,
+# FunctionProto.node/attribute_proto (attribute defaults), GraphProto.node/initializer/
+# sparse_initializer, NodeProto.attribute, AttributeProto.t/g/tensors/graphs/sparse_tensor/
+# sparse_tensors, SparseTensorProto.values/indices.
 _MODEL = {7: "graph", 20: "training", 25: "function"}
 _TRAINING = {1: "graph", 2: "graph"}
-_FUNCTION = {7: "node"}
+_FUNCTION = {7: "node", 11: "attribute"}
 _GRAPH = {1: "node", 5: "tensor", 15: "sparse"}
 _NODE = {5: "attribute"}
 _ATTRIBUTE = {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"}
@@ -137,7 +146,8 @@ def external_tensors(data: bytes, path: Path | str = "<bytes>") -> list[str]:
     """Names of the tensors of a serialized ModelProto that keep their data in other files.
 
     Walks the protobuf wire format itself (graph initializers, node attributes, subgraphs,
-    sparse tensors, functions, training graphs), so it needs no onnx package.
+    sparse tensors, functions and their attribute defaults, training graphs), so it needs no
+    onnx package and opens no file.
     ArtifactError if ``data`` is not a well-formed protobuf message.
     """
     try:
