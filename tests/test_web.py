@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Callable
@@ -158,6 +159,21 @@ def test_cli_writes_folder_and_says_how_to_use_it(cli, exported: Exported,
     assert f"wrote {tmp_path / 'empty'}/" in result.stdout and "sample.mjs" in result.stdout
     assert (tmp_path / "empty" / "index.html").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no staging left behind
+
+
+def test_cli_serve_prints_the_url_and_serves_the_folder(site) -> None:
+    folder = site("mlp-bn")
+    zoo = Path(sys.executable).parent / "zoo"
+    with subprocess.Popen([str(zoo), "web", "--serve", "-o", str(folder), "--port", "0"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith(f"serving {folder} at http://127.0.0.1:"), line
+            url = line.split(" at ")[1].split()[0]
+            with urllib.request.urlopen(url + "model.json", timeout=30) as response:
+                assert json.loads(response.read())["model"] == "model.onnx"
+        finally:
+            proc.terminate()
 
 
 # -- bad input: one line, exit 2, nothing written ---------------------------------------------
