@@ -190,7 +190,7 @@ def _summary(meta: Metadata, source: Path, registry: Any) -> tuple[str | None, i
             model = build_model(spec, len(meta.vocab), registry=registry)
     except (ZooError, ImportError):
         return None, None
-    return report.summary(model, source.stem), model.num_parameters()
+    return report.summary(model, source.name), model.num_parameters()
 
 
 def _ort_version(folder: Path) -> str | None:

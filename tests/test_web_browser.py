@@ -26,7 +26,7 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # which this machine's closed network would refuse again and again
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1100,860")
+         "--window-size=1100,960")
 WAIT_S = 90  # loading compiles 14 MB of wasm: seconds on a loaded machine
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
