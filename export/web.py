@@ -30,11 +30,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ArtifactError, ZooError
 from zoo.export.contract import Metadata
 from zoo.export.runtime import OnnxModel
+
+if TYPE_CHECKING:
+    from zoo.registry import Registry
 
 __all__ = ["build_site", "find_ort_dir", "server", "serve", "Site", "ORT_ENV", "ORT_FILES",
            "PAGE_FILES"]
@@ -62,7 +65,7 @@ class Site:
 
 
 def build_site(model_path: str | Path, out: str | Path, *, ort_dir: str | Path | None = None,
-               registry: Any = None) -> Site:
+               registry: Registry | None = None) -> Site:
     """Write the page for the layerzoo .onnx file ``model_path`` into the new folder ``out``.
 
     ``out`` must not exist or be empty. Every check runs before anything is written, and the
@@ -166,7 +169,7 @@ def _check_out(out: Path) -> None:
         raise ArtifactError(f"cannot write {out}: folder {out.parent} does not exist")
 
 
-def _sidecar(meta: Metadata, source: Path, registry: Any, ort_version: str | None
+def _sidecar(meta: Metadata, source: Path, registry: Registry | None, ort_version: str | None
              ) -> dict[str, Any]:
     """model.json: the file's layerzoo metadata, plus the card's summary when it can be built."""
     summary, parameters = _summary(meta, source, registry)
@@ -176,7 +179,8 @@ def _sidecar(meta: Metadata, source: Path, registry: Any, ort_version: str | Non
             "parameters": parameters, "summary": summary, "onnxruntime_web": ort_version}
 
 
-def _summary(meta: Metadata, source: Path, registry: Any) -> tuple[str | None, int | None]:
+def _summary(meta: Metadata, source: Path, registry: Registry | None
+             ) -> tuple[str | None, int | None]:
     """The spec's layer table and parameter count, or (None, None) if its plugins are absent."""
     try:
         import torch
