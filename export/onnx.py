@@ -26,6 +26,7 @@ import torch
 
 from zoo import atomic
 from zoo.build import Model
+from zoo.capture import layer_warnings
 from zoo.errors import ArtifactError
 from zoo.export.clean import clean_proto
 from zoo.export.contract import (
@@ -173,7 +174,7 @@ def _export_proto(model: Model, opset: int) -> onnx.ModelProto:
     was_training = model.training
     model.eval()
     try:
-        with _quiet():
+        with layer_warnings(model), _quiet():  # a layer's warnings: once, naming it
             program = torch.onnx.export(
                 model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT],
                 output_names=[OUTPUT], dynamic_shapes={INPUT: {0: "batch"}}, optimize=True,

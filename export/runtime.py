@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from zoo import files
 from zoo.errors import ArtifactError
 from zoo.export.contract import INPUT, OUTPUT, Metadata, check_signature, read_metadata
 from zoo.sampling import sample
@@ -123,15 +124,11 @@ class OnnxModel:
 
 
 def _read(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such ONNX file") from None
-    except IsADirectoryError:
+    """The file's bytes: a regular file of at most 2 GiB (zoo.files), neither empty nor pickle."""
+    if path.is_dir():
         raise ArtifactError(f"{path} is a directory; expected an .onnx file (a run directory "
-                            "is exported with `zoo export`)") from None
-    except OSError as e:
-        raise ArtifactError(f"{path}: cannot read: {e.strerror}") from None
+                            "is exported with `zoo export`)")
+    data = files.read_bytes(path, files.ONNX, ArtifactError)
     if not data:
         raise ArtifactError(f"{path} is empty; expected an ONNX model")
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):

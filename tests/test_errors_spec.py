@@ -125,7 +125,7 @@ def test_all_problems_are_reported_together(cli, tmp_path):
 def test_spec_file_too_large(cli, tmp_path):
     path = tmp_path / "big.toml"
     path.write_text(toml() + "#" * (2 << 20))
-    assert_clean_error(cli("summary", str(path)), "bytes; specs are refused above")
+    assert_clean_error(cli("summary", str(path)), "is 2,097,271 bytes", "refused above 1 MiB")
 
 
 def test_spec_path_is_a_directory(cli, tmp_path):

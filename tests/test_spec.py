@@ -13,6 +13,10 @@ from zoo.build import build_model
 from zoo.errors import SpecError
 from zoo.spec import Spec, expand, load_spec, read_spec_file
 
+# exact messages ("did you mean ...") must not depend on what else is installed: only the
+# built-in plugins load here (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("fresh_registry")
+
 LAYERS = [{"type": "embedding", "dim": 10}, "flatten",
           {"repeat": 2, "layers": [{"type": "linear", "out": 32, "bias": False}, "batchnorm",
                                    "tanh"]},

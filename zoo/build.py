@@ -19,9 +19,31 @@ from zoo.layer import Place, Shape
 from zoo.registry import Registry, get_registry
 from zoo.spec import Entry, Spec, expand, load_spec
 
-__all__ = ["Model", "SummaryRow", "build_model", "MAX_PARAMS"]
+__all__ = ["Model", "SummaryRow", "build_model", "max_params", "MAX_PARAMS"]
 
-MAX_PARAMS = int(os.environ.get("LAYERZOO_MAX_PARAMS", 50_000_000))
+MAX_PARAMS = 50_000_000  # the default limit; LAYERZOO_MAX_PARAMS, read at each build, overrides
+MAX_PARAMS_ENV = "LAYERZOO_MAX_PARAMS"
+
+
+def max_params() -> int:
+    """The parameter limit now: LAYERZOO_MAX_PARAMS if set, else MAX_PARAMS."""
+    raw = os.environ.get(MAX_PARAMS_ENV)
+    if raw is None:
+        return MAX_PARAMS
+    try:
+        value = int(raw.strip().replace("_", ""), 10) if len(raw) <= 30 else -1
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise ZooError(f"{MAX_PARAMS_ENV}={raw[:40]!r}: expected a positive integer (the most "
+                       "parameters a model may have)")
+    return value
+
+
+def _one_line(error: BaseException) -> str:
+    """A plugin's or torch's error text cut to its first line (no C++ stack in a message)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
 
 
 @dataclass(frozen=True)
@@ -115,7 +137,7 @@ def infer_shapes(entries: list[Entry], places: list[Place], context: int,
             raise SpecError(f"{entry.label}: {e}", source) from None
         except Exception as e:  # a plugin's bug: name the plugin, keep the reason
             raise SpecError(f"{entry.label}: shape function of plugin {entry.layer.plugin!r} "
-                            f"raised {type(e).__name__}: {e}", source) from None
+                            f"raised {type(e).__name__}: {_one_line(e)}", source) from None
         if not (isinstance(out, tuple) and all(isinstance(n, int) and n > 0 for n in out)):
             raise SpecError(f"{entry.label}: plugin {entry.layer.plugin!r} returned the "
                             f"shape {out!r}; expected a tuple of positive integers", source)
@@ -140,7 +162,7 @@ def _build_layers(entries: list[Entry], places: list[Place], context: int,
             raise SpecError(f"{entry.label}: {e}", source) from None
         except Exception as e:
             raise SpecError(f"{entry.label}: building it in plugin {entry.layer.plugin!r} "
-                            f"raised {type(e).__name__}: {e}", source) from None
+                            f"raised {type(e).__name__}: {_one_line(e)}", source) from None
         if not isinstance(module, nn.Module):
             raise SpecError(f"{entry.label}: plugin {entry.layer.plugin!r} built "
                             f"{type(module).__name__}; expected a torch.nn.Module", source)
@@ -165,9 +187,10 @@ def build_model(spec: Any, vocab_size: int, *, context: int | None = None,
     with torch.device("meta"):  # count parameters before allocating any
         size = sum(p.numel() for m in _build_layers(entries, places, spec.context, shapes,
                                                     spec.source) for p in m.parameters())
-    if size > MAX_PARAMS:
+    limit = max_params()
+    if size > limit:
         raise SpecError(f"the model would have {size:,} parameters; layerzoo refuses more than "
-                        f"{MAX_PARAMS:,} (set LAYERZOO_MAX_PARAMS to raise the limit)",
+                        f"{limit:,} (set LAYERZOO_MAX_PARAMS to raise the limit)",
                         spec.source)
     layers = _build_layers(entries, places, spec.context, shapes, spec.source)
     return Model(layers, spec, vocab_size, entries, shapes)

@@ -9,18 +9,58 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+import unicodedata
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from zoo.errors import SpecError, ZooError
 
+if TYPE_CHECKING:
+    from zoo.registry import Registry
+
 EXIT_USAGE = 2
+MAX_MESSAGE = 2000  # characters of one error line; the rest is counted, not printed
+
+
+def one_line(text: str) -> str:
+    """``text`` safe to print as one line: control characters and line breaks escaped
+    (a path may hold an escape sequence or a newline), and the length capped."""
+    out = "".join(c.encode("unicode_escape").decode("ascii")
+                  if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    if len(out) > MAX_MESSAGE:
+        out = out[:MAX_MESSAGE] + f"... ({len(out) - MAX_MESSAGE:,} more characters)"
+    return out
+
+
+def _error(text: str) -> None:
+    click.echo(f"error: {one_line(text)}", err=True)
 
 
 class ZooGroup(click.Group):
-    """Turns library errors into one line on stderr and exit status 2."""
+    """Turns library and usage errors into one line on stderr and exit status 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        """click's main, but a usage error is one line (click prints usage, a hint and it)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "zoo"
+            _error(f"{e.format_message()} (see `{where} --help`)")
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            _error(e.format_message())
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -28,15 +68,23 @@ class ZooGroup(click.Group):
         except ZooError as e:
             if ctx.meta.get("zoo.debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(getattr(e, "exit_code", EXIT_USAGE))
+            _error(str(e))
+            ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except (OSError, MemoryError) as e:
+            # the machine, not the code: a full disk, a read-only folder, too little memory
+            if ctx.meta.get("zoo.debug"):
+                raise
+            where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+            reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+            _error(f"{where}{reason}" if isinstance(e, OSError) else f"out of memory: {reason}")
+            ctx.exit(EXIT_USAGE)
         except Exception as e:
             if ctx.meta.get("zoo.debug"):
                 raise
-            click.echo(f"internal error: {type(e).__name__}: {e} (run `zoo --debug ...` for the "
-                       "traceback and please report it)", err=True)
+            click.echo(one_line(f"internal error: {type(e).__name__}: {e} (run `zoo --debug "
+                                "...` for the traceback and please report it)"), err=True)
             ctx.exit(1)
 
 
@@ -52,16 +100,29 @@ def main(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
     ctx.meta["zoo.strict"] = True if strict_plugins else None
 
 
-def registry(ctx: click.Context):
-    """Load the plugins once per command and warn about the ones that failed."""
-    from zoo.registry import load_plugins
+def registry(ctx: click.Context) -> Registry:
+    """The command's own registry (honouring --strict-plugins), loaded once; warns on stderr.
+
+    Commands pass it to the library explicitly: nothing depends on a process-wide default.
+    """
+    from zoo.registry import PluginWarning, Registry
 
     if "zoo.registry" not in ctx.meta:
-        reg = load_plugins(strict=ctx.meta.get("zoo.strict"))
+        # for this command: warnings print as one "warning: ..." line; plugin problems are
+        # printed below, once (a library default registry would repeat them)
+        ctx.with_resource(warnings.catch_warnings())
+        warnings.showwarning = _warning_line
+        warnings.filterwarnings("ignore", category=PluginWarning)
+        reg = Registry.load(strict=ctx.meta.get("zoo.strict"))
         for problem in reg.problems():
             click.echo(f"warning: {problem}", err=True)
         ctx.meta["zoo.registry"] = reg
     return ctx.meta["zoo.registry"]
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 @main.command("layers")
@@ -74,12 +135,18 @@ def layers_cmd(ctx: click.Context) -> None:
 
 
 @main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for tools.")
 @click.pass_context
-def plugins_cmd(ctx: click.Context) -> None:
-    """List every plugin, built-in or installed, with version and what it registered."""
+def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List every plugin with its distribution, version, entry point and what it registered.
+
+    A plugin with a problem (failed, or names reachable only qualified) is marked; the
+    command still exits 0.
+    """
     from zoo import report
 
-    click.echo(report.plugins(registry(ctx)))
+    reg = registry(ctx)
+    click.echo(report.plugins_json(reg) if as_json else report.plugins(reg))
 
 
 @main.command("presets")
@@ -89,16 +156,9 @@ def plugins_cmd(ctx: click.Context) -> None:
 def presets_cmd(ctx: click.Context, vocab: int) -> None:
     """List the model zoo: every registered preset."""
     from zoo import report
-    from zoo.build import build_model
 
     reg = registry(ctx)
-    sizes = {}
-    for name in reg.presets:
-        try:
-            sizes[name] = f"{build_model(name, vocab, registry=reg).num_parameters():,}"
-        except ZooError:
-            sizes[name] = "invalid"
-    click.echo(report.presets(reg, sizes))
+    click.echo(report.presets(reg, report.preset_sizes(reg, vocab)))
 
 
 @main.command("summary")
@@ -109,12 +169,17 @@ def presets_cmd(ctx: click.Context, vocab: int) -> None:
               help="Override the spec's context length.")
 @click.pass_context
 def summary_cmd(ctx: click.Context, spec: str, vocab: int | None, context: int | None) -> None:
-    """Print each layer of SPEC (a preset, spec file or run directory) with shapes and sizes."""
+    """Print each layer of SPEC (a preset, spec file or run directory) with shapes and sizes.
+
+    A registered preset wins over a file of the same name in the current folder: write
+    ./NAME for the file.
+    """
     from zoo import report, rundir
     from zoo.build import build_model
+    from zoo.spec import names_file
 
     reg = registry(ctx)
-    if rundir.is_run_dir(spec):
+    if names_file(spec, reg) and rundir.is_run_dir(spec):
         run_vocab = rundir.read_vocab(Path(spec))
         spec_obj: Any = rundir.read_spec(Path(spec))
         vocab = vocab or run_vocab.size

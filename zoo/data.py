@@ -1,8 +1,9 @@
 """Words file -> vocabulary, (context, next character) windows and a seeded 80/10/10 split.
 
-One word per line; lines are stripped and blank lines skipped. The vocabulary is '.' (index 0,
-the word boundary) followed by the sorted characters of the file. Windows are built with numpy
-in one pass, not a Python loop per character. numpy only: the onnxruntime side uses Vocab too.
+One word per line (a line ends at '\n' only); lines are stripped and blank lines skipped. The
+vocabulary is '.' (index 0, the word boundary) followed by the sorted characters of the file.
+Windows are built with numpy in one pass, not a Python loop per character. numpy only: the
+onnxruntime side uses Vocab too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo import files
 from zoo.errors import DataError
 
 __all__ = ["Vocab", "Dataset", "Windows", "read_words", "windows", "split_words", "load_dataset",
@@ -25,7 +27,8 @@ __all__ = ["Vocab", "Dataset", "Windows", "read_words", "windows", "split_words"
 
 BOUNDARY = "."
 MAX_WORD_LENGTH = 256  # longer lines are not words: refuse them with the line number
-MAX_FILE_BYTES = 1 << 30
+# control, format (zero-width, BOM), line/paragraph separators, surrogates, unassigned
+INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Cn"))
 
 
 def default_words_file() -> Path:
@@ -89,35 +92,30 @@ def read_words(path: str | Path) -> list[str]:
 
 
 def _read(path: Path) -> tuple[list[str], str]:
-    """The words of a file and the sha256 of its bytes (read once)."""
-    if path.is_dir():
-        raise DataError(f"{path} is a directory; expected a words file (one word per line)")
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise DataError(f"{path} is larger than {MAX_FILE_BYTES:,} bytes; refusing to read it")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such words file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: not UTF-8 (byte {raw[e.start]:#04x}); save the file as "
-                        "UTF-8") from None
+    """The words of a file and the sha256 of its bytes (read once, bounded by zoo.files).
+
+    Lines end only at '\n' (a '\r' before it is dropped): a form feed or U+2028 inside a line
+    is a character of that line, so it can neither split a word nor shift the line numbers of
+    later messages. A leading UTF-8 byte-order mark is not a symbol and is dropped.
+    """
+    raw = files.read_bytes(path, files.WORDS, DataError)
+    text = files.decode(raw, path, DataError).removeprefix("\ufeff")
     words = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):
         word = line.strip()
         if not word:
             continue
         if len(word) > MAX_WORD_LENGTH:
             raise DataError(f"{path}:{number}: a line of {len(word):,} characters; words are at "
                             f"most {MAX_WORD_LENGTH} (is this a words file, one word per line?)")
-        bad = next((c for c in word if c == BOUNDARY or unicodedata.category(c) == "Cc"), None)
+        bad = next((c for c in word if c == BOUNDARY or unicodedata.category(c) in INVISIBLE),
+                   None)
         if bad is not None:
             why = ("'.' is the word boundary" if bad == BOUNDARY
-                   else "control characters cannot be sampled")
+                   else "control characters cannot be sampled"
+                   if unicodedata.category(bad) == "Cc"
+                   else f"{unicodedata.name(bad, 'an unassigned code point')} is invisible or "
+                        "breaks lines, so it cannot be a symbol of a word")
             raise DataError(f"{path}:{number}: word {word!r} contains {bad!r}; {why}")
         words.append(word)
     if not words:

@@ -21,8 +21,13 @@ __all__ = [
 ]
 
 
+MAX_SHOWN = 10  # problems a message lists before "and N more"
+
+
 class ZooError(Exception):
     """Base class: bad input or a broken artifact, reported without a traceback."""
+
+    exit_code: int = 2  # the CLI's exit status for it (2: the input was bad)
 
 
 class SpecError(ZooError):
@@ -34,8 +39,11 @@ class SpecError(ZooError):
         where = f"{source}: " if source else ""
         if len(self.problems) == 1:
             text = f"{where}{self.problems[0]}"
-        else:
-            text = f"{where}{len(self.problems)} problems: " + "; ".join(self.problems)
+        else:  # all are kept in .problems; a message of 80,000 of them helps no one
+            more = len(self.problems) - MAX_SHOWN
+            text = (f"{where}{len(self.problems):,} problems: "
+                    + "; ".join(self.problems[:MAX_SHOWN])
+                    + (f"; and {more:,} more" if more > 0 else ""))
         super().__init__(text)
 
 

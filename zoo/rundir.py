@@ -10,13 +10,18 @@
     metrics.jsonl           one line per evaluation
     loss.png                train and validation curves
 
-Every file is written atomically (zoo.atomic).
+Every file is written atomically (zoo.atomic) and read with a size bound (zoo.files). A new
+run directory is built in a temporary sibling and renamed into place whole, and it stays locked
+while a process writes it. The weights' metadata holds the sha256 of spec.json and vocab.json,
+so weights are never used with a spec or vocabulary edited after they were saved.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from zoo import atomic
+from zoo import atomic, files
 from zoo.build import Model, build_model
 from zoo.data import Vocab
 from zoo.errors import ArtifactError, ZooError
@@ -33,12 +38,14 @@ from zoo.registry import Registry, layerzoo_version
 from zoo.spec import Spec
 
 __all__ = ["Run", "open_run", "is_run_dir", "read_tensors", "save_weights", "load_model_state",
-           "write_json", "read_json", "SPEC", "VOCAB", "WEIGHTS", "CHECKPOINT", "META",
-           "METRICS", "PLOT"]
+           "write_json", "read_json", "read_meta", "binding", "check_binding", "incomplete",
+           "create", "lock", "SPEC", "VOCAB", "WEIGHTS", "CHECKPOINT", "META", "METRICS", "PLOT"]
 
 SPEC, VOCAB, WEIGHTS = "spec.json", "vocab.json", "weights.safetensors"
 CHECKPOINT, META, METRICS, PLOT = "checkpoint.safetensors", "meta.json", "metrics.jsonl", "loss.png"
 REQUIRED = (SPEC, VOCAB, WEIGHTS, META)
+BOUND = {"layerzoo.spec_sha256": SPEC, "layerzoo.vocab_sha256": VOCAB}  # in weights' metadata
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def versions() -> dict[str, str]:
@@ -59,23 +66,24 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Parse a JSON artifact; ArtifactError naming the file on any problem."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{path} is missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path} is corrupted: {e}") from None
+    """Parse a JSON artifact (bounded, duplicate keys refused); ArtifactError naming the file."""
+    kind = files.METRICS if path.name == METRICS else files.RUN_JSON
+    return files.load_json(path, kind, ArtifactError)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A run's meta.json, which must be a JSON object; ArtifactError naming the file if not."""
+    meta = read_json(path / META)
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{path / META} is corrupted: expected a JSON object, got "
+                            f"{type(meta).__name__}")
+    return meta
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Load a safetensors file (tensors, metadata) without running any code from it."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ArtifactError(f"{path} is missing") from None
-    except OSError as e:
-        raise ArtifactError(f"{path}: cannot read: {e.strerror}") from None
+    data = files.read_bytes(path, files.CHECKPOINT if path.name == CHECKPOINT else files.WEIGHTS,
+                            ArtifactError)
     # a safetensors file is an 8-byte header length, then a JSON header starting with '{'; a
     # pickle starts with PROTO 0x80 (protocol 2+) or, protocols 0-1, ends with STOP '.';
     # torch.save writes a zip archive ('PK') of pickles
@@ -87,12 +95,41 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8:8 + header_len])
+        metadata = dict(header.get("__metadata__") or {})
     except Exception as e:  # safetensors raises its own error types for every corruption
-        raise ArtifactError(f"{path} is not a valid safetensors file ({e})") from None
-    return tensors, dict(header.get("__metadata__") or {})
+        raise ArtifactError(f"{path} is not a valid safetensors file "
+                            f"({_first_line(e)})") from None
+    return tensors, metadata
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def binding(run: Path) -> dict[str, str]:
+    """The digests that bind weights to the spec.json and vocab.json beside them."""
+    return {key: hashlib.sha256(files.read_bytes(run / name, files.RUN_JSON)).hexdigest()
+            for key, name in BOUND.items()}
+
+
+def check_binding(run: Path, metadata: dict[str, str], file: Path) -> None:
+    """ArtifactError if ``run``'s spec.json or vocab.json is not the one ``file`` was saved with.
+
+    Files saved before the binding existed carry no digest and are accepted.
+    """
+    for key, digest in binding(run).items():
+        if key in metadata and metadata[key] != digest:
+            raise ArtifactError(f"{run / BOUND[key]} was changed after {file} was saved (its "
+                                f"sha256 differs from the one stored there); the weights "
+                                "would give wrong results: restore the file or train again")
 
 
 def save_weights(path: Path, model: Model, metadata: dict[str, str] | None = None) -> None:
+    """Write the model's state atomically; inside a run directory, bound to its spec and vocab."""
+    metadata = dict(metadata or {})
+    if all((path.parent / name).is_file() for name in BOUND.values()):
+        metadata.update(binding(path.parent))
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic.write_bytes(path, st_save(state, metadata=metadata))
 
@@ -109,7 +146,19 @@ def load_model_state(model: Model, state: dict[str, torch.Tensor], path: Path) -
                        f"{tuple(own[wrong[0]].shape)}")
         raise ArtifactError(f"{path} holds weights of another model ({detail}); it does not "
                             "fit this run's spec")
+    for key in sorted(own):
+        want, got = own[key].dtype, state[key].dtype
+        # an integer or bool tensor would be cast to float silently and sample garbage
+        if (got not in FLOAT_DTYPES) if want.is_floating_point else (got != want):
+            expected = ("float (" + ", ".join(_dtype(d) for d in FLOAT_DTYPES) + ")"
+                        if want.is_floating_point else _dtype(want))
+            raise ArtifactError(f"{path}: tensor {key!r} holds {_dtype(got)} values; "
+                                f"expected {expected}")
     model.load_state_dict(state)
+
+
+def _dtype(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 @dataclass
@@ -132,32 +181,90 @@ def read_spec(path: Path) -> Spec:
 
 
 def read_vocab(path: Path) -> Vocab:
-    try:
-        return Vocab.from_json((path / VOCAB).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{path / VOCAB} is missing") from None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path / VOCAB} is corrupted: {e}") from None
+    data = read_json(path / VOCAB)
+    chars = data.get("chars") if isinstance(data, dict) else None
+    if not isinstance(chars, list) or Vocab.problem(chars):
+        raise ArtifactError(f"{path / VOCAB} is corrupted: expected {{'chars': ['.', ...]}} "
+                            "with distinct single characters")
+    return Vocab(tuple(chars))
 
 
 def open_run(path: str | Path, weights: str = WEIGHTS, *,
              registry: Registry | None = None) -> Run:
-    """Open a run directory made by ``zoo train``; the model is returned in eval mode."""
+    """Open a run directory made by ``zoo train``; the model is returned in eval mode.
+
+    The weights must be float and must have been saved with this spec.json and vocab.json
+    (their digests are stored in the weights' metadata); anything else is an ArtifactError.
+    """
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: no such run directory")
     if not path.is_dir():
         raise ArtifactError(f"{path} is a file, not a run directory (made by zoo train)")
-    missing = [f for f in REQUIRED if not (path / f).is_file()]
+    missing = [f for f in REQUIRED if not (path / f).exists()]
     if missing:
         raise ArtifactError(f"run directory {path} is missing {', '.join(missing)}; "
                             "was it made by zoo train?")
-    spec, vocab, meta = read_spec(path), read_vocab(path), read_json(path / META)
+    spec, vocab, meta = read_spec(path), read_vocab(path), read_meta(path)
     try:
         model = build_model(spec, vocab.size, registry=registry)
     except ZooError as e:
         raise ArtifactError(f"{path / SPEC}: cannot build the model: {e}") from None
-    state, _ = read_tensors(path / weights)
+    state, metadata = read_tensors(path / weights)
     load_model_state(model, state, path / weights)
+    check_binding(path, metadata, path / weights)
     model.eval()
-    return Run(path, spec, vocab, meta if isinstance(meta, dict) else {}, model)
+    return Run(path, spec, vocab, meta, model)
+
+
+# -- writing a run: created whole, locked while written, restartable after a kill ----------
+
+
+def incomplete(path: Path) -> bool:
+    """Whether ``path`` is a run stopped before its first checkpoint (nothing to resume).
+
+    Only a folder holding nothing but a run's own files (and temporary ones) qualifies, so a
+    folder of the user's is never taken for one.
+    """
+    if not path.is_dir() or (path / CHECKPOINT).exists():
+        return False
+    names = {p.name for p in path.iterdir()}
+    own = {SPEC, VOCAB, META, WEIGHTS, METRICS, PLOT, atomic.LOCK_NAME}
+    return bool(names & {SPEC, META}) and all(
+        n in own or (n.startswith(".") and n.endswith(".tmp")) for n in names)
+
+
+def create(out: Path, fill: Callable[[Path], None],
+           note: Callable[[str], None] | None = None) -> atomic.DirLock:
+    """Create run directory ``out`` whole: ``fill(tmp)`` writes it, then it is renamed into place.
+
+    Returns the run's lock, held (release it when training ends). Refuses a folder in use or
+    holding anything but an incomplete run, which is replaced (``note`` says so).
+    """
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"--out {out} is a file; expected a directory for the run")
+    replace = False
+    if out.is_dir() and any(out.iterdir()):
+        atomic.lock_dir(out).release()  # refuses, naming the pid, while another writes it
+        if not incomplete(out):
+            raise ArtifactError(f"--out {out} is not empty; continue that run with "
+                                f"`zoo train --resume {out}` or choose another --out")
+        replace = True
+        if note is not None:
+            note(f"replacing {out}: that run was stopped before its first checkpoint")
+    try:
+        return atomic.create_dir(out, fill, replace=replace)
+    except OSError as e:
+        raise ArtifactError(f"cannot create run directory {out}: {e.strerror or e}") from None
+
+
+def lock(out: Path) -> atomic.DirLock:
+    """Lock an existing run directory to resume it; ArtifactError if it is not resumable."""
+    if incomplete(out):
+        raise ArtifactError(f"{out} was stopped before its first checkpoint, so there is "
+                            "nothing to resume; start it again with `zoo train SPEC --out "
+                            f"{out}` (the incomplete run is replaced)")
+    if not out.is_dir():
+        raise ArtifactError(f"{out}: no such run directory" if not out.exists()
+                            else f"{out} is a file, not a run directory (made by zoo train)")
+    return atomic.lock_dir(out)

@@ -17,22 +17,24 @@ the entry, the key, what was expected and what was given. Nothing here imports t
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import SpecError, did_you_mean
+from zoo import files
+from zoo.errors import PluginError, SpecError, did_you_mean
 from zoo.layer import LayerType
 from zoo.recipe import Recipe
 from zoo.registry import Registry, get_registry
 
-__all__ = ["Spec", "Entry", "load_spec", "read_spec_file", "expand", "DEFAULT_CONTEXT"]
+__all__ = ["Spec", "Entry", "load_spec", "read_spec_file", "expand", "names_file",
+           "DEFAULT_CONTEXT"]
 
 DEFAULT_CONTEXT = 3  # makemore's MLP; a spec sets model.context to change it
-MAX_SPEC_BYTES = 1 << 20  # a spec file larger than this is refused unread
 MAX_ENTRIES = 1000  # layers after repeats are unrolled
 MAX_CONTEXT = 4096
 TOP_KEYS = ("description", "model", "train")
@@ -55,6 +57,11 @@ class Spec:
         return {"description": self.description,
                 "model": {"context": self.context, "layers": self.layers},
                 "train": dict(self.train)}
+
+    def qualified(self, registry: Registry | None = None) -> Spec:
+        """This spec with every layer named ``PLUGIN:NAME``: what a run records in spec.json,
+        so it rebuilds the same layers whatever plugin is installed later."""
+        return (registry or get_registry()).qualify(self)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<python>") -> Spec:
@@ -98,7 +105,10 @@ class Entry:
 
 def _kind(value: Any) -> str:
     """How a message names a value it did not expect: its type and a short repr."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of over 4,300 digits has no repr
+        return f"an integer of about {value.bit_length() * 0.30103:,.0f} digits"
     text = text if len(text) <= 40 else text[:37] + "..."
     return f"{type(value).__name__} {text}" if not isinstance(value, str) else f"string {text}"
 
@@ -114,33 +124,21 @@ def _unknown_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> 
 
 
 def read_spec_file(path: str | Path) -> Spec:
-    """Read a TOML or JSON spec file; syntax errors name the file and line."""
+    """Read a TOML or JSON spec file; syntax errors name the file and line.
+
+    The file is read through ``zoo.files`` (a regular file of at most 1 MiB); a JSON spec with a
+    key twice in one table is refused, as TOML refuses it.
+    """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if path.is_dir():
-            raise SpecError(f"{path} is a directory, not a spec file (nor a run directory: it "
-                            "has no spec.json)")
-        if path.suffix.lower() == ".onnx":  # not text; say what it is rather than "not UTF-8"
-            raise SpecError(f"{path} is an ONNX model, not a spec file; give a preset, a .toml "
-                            "or .json spec, or the run directory it was exported from")
-        if size > MAX_SPEC_BYTES:
-            raise SpecError(f"{path} is {size:,} bytes; specs are refused above "
-                            f"{MAX_SPEC_BYTES:,} bytes")
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such spec file") from None
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+    if path.is_dir():
+        raise SpecError(f"{path} is a directory, not a spec file (nor a run directory: it "
+                        "has no spec.json)")
+    if path.suffix.lower() == ".onnx":  # not text; say what it is rather than "not UTF-8"
+        raise SpecError(f"{path} is an ONNX model, not a spec file; give a preset, a .toml "
+                        "or .json spec, or the run directory it was exported from")
+    text = files.read_text(path, files.SPEC, SpecError)
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
-        except RecursionError:
-            raise SpecError(f"{path}: invalid JSON: nested too deeply") from None
+        data = files.parse_json(text, path, SpecError)
     else:
         try:
             data = tomllib.loads(text)
@@ -153,6 +151,8 @@ def read_spec_file(path: str | Path) -> Spec:
             raise SpecError(f"{where}: invalid TOML: {reason}") from None
         except RecursionError:
             raise SpecError(f"{path}: invalid TOML: nested too deeply") from None
+        except ValueError as e:  # Python refuses to convert integers of over 4,300 digits
+            raise SpecError(f"{path}: invalid TOML: {str(e).split(':')[0]}") from None
     return Spec.from_dict(data, source=str(path))
 
 
@@ -178,16 +178,47 @@ def load_spec(source: Any, *, context: int | None = None,
     return spec
 
 
+def names_file(name: str, registry: Registry) -> bool:
+    """Whether a spec argument means a file (or run directory) rather than a preset.
+
+    The precedence: a name with a path separator, a leading '.' or a .toml/.json suffix is a
+    path; otherwise a registered preset (bare or ``PLUGIN:NAME``) wins over a file of the same
+    name in the current folder (write ``./NAME`` for the file); anything else is a path.
+    """
+    path = Path(name)
+    if (path.suffix.lower() in (".toml", ".json") or name.startswith(".")
+            or "/" in name or os.sep in name):
+        return True
+    return not _is_preset(name, registry)
+
+
+def _is_preset(name: str, registry: Registry) -> bool:
+    try:
+        registry.preset(name)
+    except PluginError as e:
+        return "ambiguous" in str(e)  # a preset name, just not a unique one
+    return True
+
+
 def _named(name: str, registry: Registry) -> Spec:
     path = Path(name)
-    if path.suffix.lower() in (".toml", ".json") or path.exists() or "/" in name:
+    if not names_file(name, registry):
+        try:
+            preset = registry.preset(name)
+        except PluginError as e:
+            raise SpecError(str(e)) from None
+        spec = Spec.from_dict(preset.spec, source=f"preset {name!r}")
+        return dataclasses.replace(spec, layers=registry.preset_layers(preset))
+    if path.is_dir() and (path / "spec.json").is_file():
+        raise SpecError(f"{path} is a run directory, not a spec: give {path / 'spec.json'} to "
+                        f"train its spec anew, or `zoo train --resume {path}` to continue it")
+    if path.exists() or "/" in name or path.suffix.lower() in (".toml", ".json"):
         return read_spec_file(path)
-    if name in registry.presets:
-        preset = registry.presets[name]
-        return Spec.from_dict(preset.spec, source=f"preset {name!r}")
-    conflict = registry.conflict("preset", name)
-    if conflict:
-        raise SpecError(conflict)
+    if ":" in name:  # a qualified name: say which half is wrong
+        try:
+            registry.preset(name)
+        except PluginError as e:
+            raise SpecError(f"{e}; `zoo presets` lists presets") from None
     raise SpecError(f"no preset or spec file named {name!r}"
                     f"{did_you_mean(name, registry.presets)}; `zoo presets` lists presets")
 
@@ -262,13 +293,12 @@ def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
         if not isinstance(name, str):
             problems.append(f"{where}: key 'type': expected a layer name, got {_kind(name)}")
             continue
-        layer = registry.layers.get(name)
-        if layer is None:
-            reason = registry.conflict("layer", name) or (
-                f"unknown layer {name!r}{did_you_mean(name, registry.layers)}")
-            problems.append(f"{where}: {reason}")
+        try:
+            layer = registry.layer(name)
+        except PluginError as e:
+            problems.append(f"{where}: {e}")
             continue
-        label = f"{where} ({name}{suffix})"
+        label = f"{where} ({registry.name_of(layer)}{suffix})"
         params = _params(layer, given, label, problems)
         if params is not None:
             out.append(Entry(len(out), label, layer, params))

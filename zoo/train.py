@@ -263,7 +263,7 @@ def train(spec: Any = "mlp-bn", *, data: str | Path | None = None, out: str | Pa
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ArtifactError(f"cannot create run directory {out}: {e.strerror}") from None
-        rundir.write_json(out / rundir.SPEC, run_spec.to_dict())
+        rundir.write_json(out / rundir.SPEC, run_spec.qualified().to_dict())
         atomic.write_text(out / rundir.VOCAB, dataset.vocab.to_json() + "\n")
         meta = {"spec": run_spec.source, "seed": recipe.seed,
                 "recipe": dataclasses.asdict(recipe), "versions": rundir.versions(),
