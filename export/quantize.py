@@ -78,7 +78,11 @@ def _quantize(src: Path, pre: Path, out: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    quantize_dynamic(pre, out, per_channel=PER_CHANNEL, weight_type=QuantType.QInt8,
+    # uint8 weights (u8u8), not int8: onnxruntime's u8s8 kernels on x86 CPUs without VNNI
+    # (AVX2) add pairs of products in int16 with saturation (VPMADDUBSW), so the same file gave
+    # other logits there than on VNNI CPUs or in onnxruntime-web (up to 0.5 apart on a tiny
+    # mlp-bn); u8u8 is exact integer arithmetic everywhere, so every backend gives the same words
+    quantize_dynamic(pre, out, per_channel=PER_CHANNEL, weight_type=QuantType.QUInt8,
                      extra_options={"MatMulConstBOnly": True})
 
 

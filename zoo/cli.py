@@ -384,6 +384,36 @@ def check_cmd(ctx: click.Context, run: Path, onnx_file: Path, samples: int, seed
         ctx.exit(1)
 
 
+@main.command("web")
+@click.argument("onnx_file", metavar="[MODEL.onnx]", required=False,
+                type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("site"),
+              show_default=True, help="The folder to write (new or empty), or to --serve.")
+@click.option("--serve", "serve", is_flag=True,
+              help="Serve the folder on http://127.0.0.1:PORT/ until Ctrl-C.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port for --serve (0: any free port).")
+@click.option("--ort-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder with onnxruntime-web's wasm files [default: $LAYERZOO_ORT_DIR, "
+                   "else node_modules/onnxruntime-web/dist of the checkout or of the current "
+                   "folder].")
+@click.pass_context
+def web_cmd(ctx: click.Context, onnx_file: Path | None, output: Path, serve: bool, port: int,
+            ort_dir: Path | None) -> None:
+    """Write a static page (and a Node sampler) for MODEL.onnx; --serve serves the folder."""
+    from zoo.export import web
+
+    if onnx_file is None and not serve:
+        raise click.UsageError("give MODEL.onnx to write a page, or --serve to serve one")
+    if onnx_file is not None:
+        site = web.build_site(onnx_file, output, ort_dir=ort_dir, registry=registry(ctx))
+        click.echo(f"wrote {site.path}/ ({len(site.files)} files, {site.bytes:,} bytes)")
+        click.echo(f"words in Node: node {site.path / 'sample.mjs'} -n 20 --seed 0")
+    if serve:
+        web.serve(output, port=port, ready=lambda url: click.echo(
+            f"serving {output} at {url} (Ctrl-C to stop)"))
+
+
 def _fresh_dir(base: Path) -> Path:
     if not base.exists():
         return base
