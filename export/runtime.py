@@ -124,7 +124,7 @@ class OnnxModel:
 
 
 def _read(path: Path) -> bytes:
-    """The file's bytes: a regular file of at most 2 GiB (zoo.files), neither empty nor pickle."""
+    """The bytes of a regular file of at most 2 GiB (zoo.files) that may hold an ONNX model."""
     if path.is_dir():
         raise ArtifactError(f"{path} is a directory; expected an .onnx file (a run directory "
                             "is exported with `zoo export`)")

@@ -128,3 +128,24 @@ def test_words_path_that_is_not_a_regular_file(cli, tmp_path, kind, fragment):
         result = cli("train", "mlp-bn", "--data", str(path), "--out", str(tmp_path / "run"))
     assert_clean_error(result, str(path), fragment)
     assert not (tmp_path / "run").exists()
+
+
+# -- memory: windows are built on demand, so a long context costs no N x T array ---------------
+
+
+def test_context_4096_on_the_bundled_corpus_needs_no_huge_allocation():
+    """228,146 windows x 4,096 int64 would be 7 GiB; the flat token array is about 2 MB."""
+    import tracemalloc
+
+    from zoo.data import load_dataset
+
+    tracemalloc.start()
+    try:
+        dataset = load_dataset(None, context=4096, seed=42)
+        x, y = dataset.splits["train"].batch([0, 5, 100_000])  # (3, 4096), (3,)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (3, 4096) and y.shape == (3,)
+    assert x[0].tolist() == [0] * 4096  # the first window of a word is all '.'
+    assert peak < 64 << 20, f"{peak / 2**20:.0f} MiB traced"

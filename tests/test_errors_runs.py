@@ -226,3 +226,31 @@ def test_every_zoo_error_has_an_exit_code():
         cls = getattr(zoo.errors, name)
         if isinstance(cls, type) and issubclass(cls, zoo.errors.ZooError):
             assert cls("x" if cls is not zoo.errors.SpecError else ["x"]).exit_code == 2
+
+
+# -- options the built model cannot take: refused before the run directory exists --------------
+
+# (id, arguments after `train mlp-bn --data WORDS --out RUN`, fragments of the one line)
+OPTIONS = [
+    ("batch-of-one-with-batchnorm", ["--batch-size", "1"],
+     ["train.batch_size = 1: this model cannot train on it", "a batch of 2 or more"]),
+    ("samples-too-many", ["--samples", "10000000"], ["'--samples'", "10000000"]),
+    ("samples-negative", ["--samples", "-1"], ["'--samples'", "-1"]),
+]
+
+
+@pytest.mark.parametrize("name,args,fragments", OPTIONS, ids=[c[0] for c in OPTIONS])
+def test_option_refused_before_the_run_exists(cli, tmp_path, tiny_words, name, args,
+                                              fragments):
+    out = tmp_path / "run"
+    before = snapshot(tmp_path)
+    result = cli("train", "mlp-bn", "--data", str(tiny_words), "--out", str(out), *args)
+    assert_clean_error(result, *fragments)
+    assert snapshot(tmp_path) == before and not out.exists()
+
+
+def test_batch_of_one_still_trains_a_model_without_batch_statistics(cli, tmp_path,
+                                                                   tiny_words):
+    result = cli("train", "mlp", "--data", str(tiny_words), "--out", str(tmp_path / "run"),
+                 "--batch-size", "1", "--steps", "2", "--samples", "0")
+    assert result.exit_code == 0, result.output

@@ -224,7 +224,8 @@ def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
               help="Override any recipe field (repeatable; `zoo recipe` lists them).")
 @click.option("--threads", type=int, default=None,
               help="Intra-op threads [default: OMP_NUM_THREADS, else chosen for the model].")
-@click.option("--samples", type=click.IntRange(min=0), default=10, show_default=True,
+@click.option("--samples", type=click.IntRange(min=0, max=1_000_000), default=10,
+              show_default=True,
               help="Names to sample from the trained model.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar [default: when stderr is a terminal].")

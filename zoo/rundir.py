@@ -60,7 +60,8 @@ def versions() -> dict[str, str]:
 
 def is_run_dir(path: str | Path) -> bool:
     path = Path(path)
-    return path.is_dir() and (path / SPEC).is_file()
+    # exists(), not is_file(): a spec.json that is a FIFO or a device is refused by name later
+    return path.is_dir() and ((path / SPEC).exists() or (path / SPEC).is_symlink())
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -35,6 +35,7 @@ from zoo.build import Model, build_model
 from zoo.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from zoo.data import Dataset, Vocab, Windows, load_dataset
 from zoo.errors import ArtifactError, SpecError, TrainingError
+from zoo.preflight import check_batch_size
 from zoo.recipe import NAMED, Recipe, default_eval_every, make_optimizer, resolve_recipe
 from zoo.registry import Registry
 from zoo.spec import Spec, load_spec
@@ -171,6 +172,7 @@ def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str,
     rundir.check_new(out)
     run_spec = _run_spec(loaded, recipe)
     model, optimizer, generator = _build(run_spec, dataset, recipe, registry)
+    check_batch_size(model, recipe.batch_size, loaded.source)
     given = {**loaded.train, **NAMED.get(named or "", {}), **overrides}
     # the words file is stored resolved, so `--resume` works from any folder
     meta = {"spec": run_spec.source, "seed": recipe.seed, "recipe": dataclasses.asdict(recipe),
