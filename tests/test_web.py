@@ -25,7 +25,9 @@ from zoo.export.web import ORT_ENV, ORT_FILES, PAGE_FILES, build_site, server
 from zoo.registry import get_registry
 
 pytest_plugins = ["websites"]  # the `site` fixture
-PRESETS = sorted(get_registry().presets)
+PRESETS = sorted(get_registry().presets)  # every installed preset, third-party ones too
+PLUGIN_OF = {name: preset.plugin for name, preset in get_registry().presets.items()}
+BUILTIN = {name for name, info in get_registry().plugins.items() if info.builtin}
 Exported = Callable[[str], tuple[Path, Path]]
 # (zoo sample / node sample.mjs options): defaults, a cold top-k, a hot prefix, and for one
 # preset also greedy and cut short, and words far from the start of the largest seed
@@ -60,8 +62,15 @@ def zoo_words(cli, model: Path, args: list[str]) -> list[str]:
     return result.stdout.splitlines()
 
 
+def let_in(preset: str, allow_plugins) -> None:
+    """The `cli` fixture loads built-in plugins only: let in the plugin of ``preset``."""
+    if PLUGIN_OF[preset] not in BUILTIN:
+        allow_plugins(PLUGIN_OF[preset])
+
+
 @pytest.mark.parametrize("preset", PRESETS)
-def test_node_sampler_gives_zoo_sample_words(preset: str, site, cli) -> None:
+def test_node_sampler_gives_zoo_sample_words(preset: str, site, cli, allow_plugins) -> None:
+    let_in(preset, allow_plugins)
     folder = site(preset)
     for name in OPTIONS if preset == "mlp-bn" else EVERY_PRESET:
         args = OPTIONS[name]
@@ -72,7 +81,9 @@ def test_node_sampler_gives_zoo_sample_words(preset: str, site, cli) -> None:
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_node_sampler_gives_zoo_sample_words_int8(preset: str, site, cli) -> None:
+def test_node_sampler_gives_zoo_sample_words_int8(preset: str, site, cli,
+                                                  allow_plugins) -> None:
+    let_in(preset, allow_plugins)
     folder = site(preset, int8=True)
     assert json.loads((folder / "model.json").read_text())["quantized"] == "int8-dynamic"
     for name in INT8_OPTIONS:
