@@ -20,8 +20,9 @@ from torch import nn
 
 from zoo.build import build_model
 from zoo.data import load_dataset
+from zoo.recipe import make_optimizer, resolve_recipe
 from zoo.spec import load_spec
-from zoo.train import make_optimizer, resolve_recipe, train, train_step
+from zoo.train import train, train_step
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"
 LECTURE = {"optimizer": "sgd", "batch_size": 32, "steps": 200_000, "lr": 0.1,
@@ -68,7 +69,7 @@ def plain(name: str, vocab: int) -> nn.Module:
 def step_cost(name: str, data: Path, rounds: int, steps: int) -> dict[str, float]:
     """Median per-step time of the zoo model and the plain one, timed alternately."""
     spec = load_spec(name)
-    recipe = resolve_recipe(spec, {})
+    recipe = resolve_recipe(spec.train)
     ds = load_dataset(data, spec.context, 0)
     x, y = (torch.from_numpy(a) for a in ds.splits["train"].arrays())
     torch.manual_seed(0)
@@ -117,7 +118,7 @@ def main() -> None:
         print("\n| model | recipe | steps | wall time (s) | train | val | test | published val |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for name in args.models:
-            default = resolve_recipe(load_spec(name), {})
+            default = resolve_recipe(load_spec(name).train)
             lecture = {**LECTURE, "steps": args.lecture_steps}
             for label, ov, steps in (("default", {}, default.steps),
                                      ("lecture (SGD, batch 32)", lecture, args.lecture_steps)):

@@ -146,7 +146,7 @@ def test_unknown_preset(cli):
     ("stpes = 5", "train: unknown key 'stpes' (did you mean 'steps'?)"),
     ('lr = "fast"', "train.lr: expected a finite number >= 0, got string 'fast'"),
     ('optimizer = "adam"', "train.optimizer: expected one of 'adamw', 'sgd', got string 'adam'"),
-    ("batch_size = 0", "train.batch_size: expected an integer >= 1, got int 0"),
+    ("batch_size = 0", "train.batch_size: expected an integer >= 1 and <= 65536, got int 0"),
 ])
 def test_bad_recipe_is_refused_before_training(cli, tmp_path, train, fragment):
     path = tmp_path / "s.toml"

@@ -65,7 +65,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, spec, stop):
     assert info.value.signum == signal.SIGINT
     meta = json.loads((tmp_path / "cut" / rundir.META).read_text())
     assert meta["status"] == "interrupted" and meta["step"] == stop + 1
-    resumed = train(spec, out=tmp_path / "cut", resume=True, progress=False)
+    resumed = train(out=tmp_path / "cut", resume=True, progress=False)
     assert resumed.metrics == full.metrics
     assert_same_weights(full.path, resumed.path)
     assert [m["step"] for m in metrics(resumed.path)] == [20, 40, 60]

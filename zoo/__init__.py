@@ -8,7 +8,6 @@ no torch; ``build_model`` and friends load torch when first touched, and the onn
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 from zoo.errors import (
@@ -22,13 +21,6 @@ from zoo.errors import (
 )
 from zoo.hookspecs import hookimpl
 from zoo.layer import LayerType, NoParams, Place, Shape, param
-
-# Bit-for-bit reproducible training: without MKL's strict conditional numerical reproducibility
-# the first training run in a process rounded differently from later ones and from other
-# processes (measured on torch 2.13's MKL). Set here, before torch (which nothing above
-# imports) makes its first MKL call; a caller's own settings win.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-os.environ.setdefault("MKL_DYNAMIC", "FALSE")  # strict CNR holds for a fixed thread count
 
 __all__ = [
     "ArtifactError",

@@ -140,44 +140,51 @@ def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 @main.command("train")
-@click.argument("spec", required=False, default="mlp-bn")
+@click.argument("spec", required=False, default=None)
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Words file, one word per line [default: the bundled data/names.txt].")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run directory to create [default: runs/NAME, made unique].")
 @click.option("--resume", type=click.Path(path_type=Path), default=None,
-              help="Continue the interrupted run in this directory.")
+              help="Continue the run in this directory (with --steps N: extend it to N).")
+@click.option("--recipe", "named", default=None, metavar="NAME",
+              help="A named recipe laid over the spec's (`zoo recipe` lists them).")
 @click.option("--steps", type=int, default=None, help="Override train.steps.")
 @click.option("--batch-size", type=int, default=None, help="Override train.batch_size.")
-@click.option("--lr", type=float, default=None, help="Override train.lr.")
+@click.option("--lr", type=float, default=None,
+              help="Override train.lr [default: the optimizer's own, see `zoo recipe`].")
 @click.option("--seed", type=int, default=None, help="Override train.seed.")
 @click.option("--set", "sets", multiple=True, metavar="train.KEY=VALUE",
-              help="Override any recipe field (repeatable).")
+              help="Override any recipe field (repeatable; `zoo recipe` lists them).")
+@click.option("--threads", type=int, default=None,
+              help="Intra-op threads [default: OMP_NUM_THREADS, else chosen for the model].")
 @click.option("--samples", type=click.IntRange(min=0), default=10, show_default=True,
               help="Names to sample from the trained model.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar [default: when stderr is a terminal].")
 @click.pass_context
-def train_cmd(ctx: click.Context, spec: str, data: Path | None, out: Path | None,
-              resume: Path | None, steps: int | None, batch_size: int | None,
-              lr: float | None, seed: int | None, sets: tuple[str, ...], samples: int,
+def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path | None,
+              resume: Path | None, named: str | None, steps: int | None,
+              batch_size: int | None, lr: float | None, seed: int | None,
+              sets: tuple[str, ...], threads: int | None, samples: int,
               progress: bool | None) -> None:
     """Train SPEC (a preset or spec file; default mlp-bn) on a words file."""
     from zoo.train import Interrupted, train
 
-    registry(ctx)
+    reg = registry(ctx)
     overrides = parse_set(sets)
     for key, value in (("steps", steps), ("batch_size", batch_size), ("lr", lr),
                        ("seed", seed)):
         if value is not None:
             overrides[key] = value
     if resume is None and out is None:
-        out = _fresh_dir(Path("runs") / Path(spec).stem)
+        out = _fresh_dir(Path("runs") / Path(spec or "mlp-bn").stem)
     if progress is None:
         progress = sys.stderr.isatty()
     try:
         result = train(spec, data=data, out=resume or out, overrides=overrides,
-                       resume=resume is not None, progress=progress, log=click.echo)
+                       resume=resume is not None, recipe=named, threads=threads,
+                       progress=progress, log=click.echo, registry=reg)
     except Interrupted as e:
         click.echo(f"stopped: {e}", err=True)
         ctx.exit(128 + e.signum)
@@ -190,6 +197,14 @@ def train_cmd(ctx: click.Context, spec: str, data: Path | None, out: Path | None
         words = sample(result.model.numpy_logits, vocab=result.vocab.chars,
                        context=result.model.context, n=samples, seed=0)
         click.echo("samples: " + " ".join(words))
+
+
+@main.command("recipe")
+def recipe_cmd() -> None:
+    """List the training recipe's fields, each optimizer's defaults and the named recipes."""
+    from zoo.recipe import describe
+
+    click.echo(describe())
 
 
 @main.command("export")

@@ -116,9 +116,10 @@ class ParamInfo:
         """What a valid value is, in words: 'an integer >= 1', "one of 'a', 'b'"."""
         words = describe(self.annotation)
         if self.min is not None:
-            words += f" >= {self.min:g}"
+            words += f" >= {_bound(self.min)}"
         if self.max is not None:
-            words += f" <= {self.max:g}" if self.min is None else f" and <= {self.max:g}"
+            words += (f" <= {_bound(self.max)}" if self.min is None
+                      else f" and <= {_bound(self.max)}")
         return words
 
     def check(self, value: Any) -> tuple[bool, Any, str]:
@@ -130,6 +131,11 @@ class ParamInfo:
         if ok and in_bounds:
             return True, converted, ""
         return False, value, f"expected {self.expected()}"
+
+
+def _bound(x: float) -> str:
+    # large integer bounds (a seed's 2**64 - 1) exactly, not as 1.84467e+19
+    return f"{x:,}" if isinstance(x, int) and abs(x) >= 10**6 else f"{x:g}"
 
 
 def _options(annotation: Any) -> tuple[Any, ...]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from zoo.errors import SpecError, did_you_mean
 from zoo.layer import LayerType
-from zoo.recipe import Recipe
+from zoo.recipe import check_recipe
 from zoo.registry import Registry, get_registry
 
 __all__ = ["Spec", "Entry", "load_spec", "read_spec_file", "expand", "DEFAULT_CONTEXT"]
@@ -216,23 +216,6 @@ def expand(spec: Spec, registry: Registry | None = None) -> list[Entry]:
     if problems:
         raise SpecError(problems, spec.source)
     return entries
-
-
-def check_recipe(train: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A [train] table checked against Recipe's declared fields: (converted values, problems)."""
-    fields = Recipe.fields()
-    values: dict[str, Any] = {}
-    problems = []
-    for key, value in train.items():
-        info = fields.get(key)
-        if info is None:
-            problems.append(f"train: unknown key {key!r}"
-                            f"{did_you_mean(str(key), fields)}")
-            continue
-        ok, values[key], reason = info.check(value)
-        if not ok:
-            problems.append(f"train.{key}: {reason}, got {_kind(value)}")
-    return values, problems
 
 
 def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,

@@ -4,39 +4,46 @@
 
 The same seed on the same machine gives the same losses and weights, bit for bit. SIGINT and
 SIGTERM save a checkpoint and stop; ``--resume DIR`` continues, and the resumed run ends with
-the same weights as one that was never interrupted (the checkpoint holds the optimizer state
-and both RNG states). A non-finite loss stops training before it touches the weights.
+the same weights as one that was never interrupted (the checkpoint holds the optimizer state,
+both RNG states and the losses not yet written to metrics.jsonl). ``--resume DIR --steps N``
+extends a run: the schedule is re-planned over N steps. A non-finite loss stops training before
+it touches the weights.
+
+Two entry paths (``_new_run``, ``_resume_run``) each produce a ``Loop`` — everything the loop
+carries — and ``_loop`` runs it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save as st_save
 from tqdm import tqdm
 
-from zoo import atomic, rundir
+from zoo import atomic, curves, rundir
 from zoo.build import Model, build_model
+from zoo.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from zoo.data import Dataset, Vocab, Windows, load_dataset
 from zoo.errors import ArtifactError, SpecError, TrainingError
-from zoo.recipe import Recipe
-from zoo.spec import Spec, check_recipe, load_spec
+from zoo.recipe import NAMED, Recipe, default_eval_every, make_optimizer, resolve_recipe
+from zoo.registry import Registry
+from zoo.spec import Spec, load_spec
+from zoo.threads import configure, reproducible, step_work
 
 __all__ = ["train", "TrainResult", "Interrupted", "evaluate", "make_optimizer", "train_step"]
 
-CHECKPOINT_FORMAT = "layerzoo-checkpoint/1"
 EVAL_BATCH = 16384
+RESUME_OVERRIDES = ("steps",)  # what --resume may change: extending a run is all
 
 
 class Interrupted(TrainingError):
@@ -59,13 +66,21 @@ class TrainResult:
     vocab: Vocab
 
 
-def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimizer over every parameter (the rate is set per step)."""
-    params = list(model.parameters())
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
-                               weight_decay=recipe.weight_decay)
-    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+@dataclass
+class Loop:
+    """Everything the training loop carries from one step to the next."""
+
+    out: Path
+    model: Model
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # draws the batches; its state is checkpointed
+    recipe: Recipe
+    dataset: Dataset
+    meta: dict[str, Any]  # meta.json, updated at every checkpoint
+    step: int = 0  # optimizer steps done
+    rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl
+    pending: list[float] = field(default_factory=list)  # losses since the last row
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=curves.RECENT))
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -96,63 +111,130 @@ def evaluate(model: torch.nn.Module, split: Windows) -> float:
         model.train(was_training)
 
 
-def resolve_recipe(spec: Spec, overrides: dict[str, Any]) -> Recipe:
-    """The spec's recipe with command-line overrides; SpecError lists every bad key."""
-    values, problems = check_recipe({**spec.train, **overrides})
-    if problems:
-        raise SpecError(problems, spec.source)
-    return Recipe(**values)
+def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
+          overrides: dict[str, Any] | None = None, resume: bool = False,
+          recipe: str | None = None, threads: int | None = None, progress: bool = True,
+          log: Callable[[str], None] | None = None,
+          on_step: Callable[[int, float], None] | None = None,
+          registry: Registry | None = None) -> TrainResult:
+    """Train a spec (default mlp-bn) on a words file into run directory ``out``, or resume.
+
+    ``recipe`` names a recipe laid over the spec's (``zoo recipe`` lists them); ``threads``
+    fixes torch's intra-op threads (default: chosen for the model, see zoo.threads).
+    ``progress`` shows a bar with the running loss; ``log`` receives a line per evaluation;
+    ``on_step(step, loss)`` is called after every optimizer step (for logging or tests).
+    Every input is checked before the run directory is created or changed.
+    """
+    out = Path(out)
+    if threads is not None and threads < 1:
+        raise SpecError(f"--threads {threads}: expected an integer >= 1")
+    reproducible()
+    if resume:
+        if spec is not None or data is not None or recipe is not None:
+            given = [f"{name} {value}" for name, value in (("SPEC", spec), ("--data", data),
+                                                           ("--recipe", recipe)) if value]
+            raise SpecError(f"--resume continues {out} with its own spec, data and recipe; "
+                            f"drop {', '.join(given)}")
+        state = _resume_run(out, overrides or {}, registry)
+    else:
+        state = _new_run("mlp-bn" if spec is None else spec, data, out, overrides or {},
+                         recipe, registry)
+    state.meta["threads"] = configure(step_work(state.model.num_parameters(),
+                                                state.recipe.batch_size,
+                                                state.dataset.context), threads)
+    return _loop(state, progress=progress, log=log, on_step=on_step)
 
 
-# -- checkpoints ---------------------------------------------------------------------------
+def _build(spec: Spec, dataset: Dataset, recipe: Recipe, registry: Registry | None
+           ) -> tuple[Model, torch.optim.Optimizer, torch.Generator]:
+    torch.manual_seed(recipe.seed)
+    model = build_model(spec, dataset.vocab.size, registry=registry)
+    model.train()
+    return model, make_optimizer(model, recipe), torch.Generator().manual_seed(recipe.seed)
 
 
-def save_checkpoint(path: Path, model: Model, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator, step: int) -> None:
-    """Weights, optimizer state, RNG states and step in one atomically written file."""
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    plain: dict[str, dict[str, Any]] = {}
-    for pid, state in opt["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{pid}.{key}"] = value.detach().contiguous()
-            else:
-                plain.setdefault(str(pid), {})[key] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.batches"] = generator.get_state()
-    meta = {"format": CHECKPOINT_FORMAT, "step": str(step),
-            "optimizer": json.dumps({"param_groups": opt["param_groups"], "state": plain})}
-    atomic.write_bytes(path / rundir.CHECKPOINT, st_save(tensors, metadata=meta))
+def _run_spec(spec: Spec, recipe: Recipe) -> Spec:
+    """The spec as run: its model and the complete recipe."""
+    return Spec(spec.layers, spec.context, dataclasses.asdict(recipe), spec.description,
+                spec.source)
 
 
-def load_checkpoint(path: Path, model: Model, optimizer: torch.optim.Optimizer,
-                    generator: torch.Generator) -> int:
-    """Restore a checkpoint written by save_checkpoint; returns its step."""
-    file = path / rundir.CHECKPOINT
-    tensors, meta = rundir.read_tensors(file)
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ArtifactError(f"{file} is not a layerzoo checkpoint")
-    try:
-        step = int(meta["step"])
-        saved = json.loads(meta["optimizer"])
-        model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-        rundir.load_model_state(model, model_state, file)
-        state: dict[int, dict[str, Any]] = {}
-        for pid, values in saved["state"].items():
-            state.setdefault(int(pid), {}).update(values)
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, pid, name = key.split(".", 2)
-                state.setdefault(int(pid), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-        torch.set_rng_state(tensors["rng.torch"])
-        generator.set_state(tensors["rng.batches"])
-    except ArtifactError:
-        raise
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise ArtifactError(f"{file} is corrupted or from another model: {e}") from None
-    return step
+def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any],
+             named: str | None, registry: Registry | None) -> Loop:
+    loaded = load_spec(spec, registry=registry)
+    recipe = resolve_recipe(loaded.train, overrides, named=named, source=loaded.source)
+    dataset = load_dataset(data, loaded.context, recipe.seed)
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"--out {out} is a file; expected a directory for the run")
+    if out.is_dir() and any(out.iterdir()):
+        raise ArtifactError(f"--out {out} is not empty; continue that run with "
+                            f"`zoo train --resume {out}` or choose another --out")
+    run_spec = _run_spec(loaded, recipe)
+    model, optimizer, generator = _build(run_spec, dataset, recipe, registry)
+    try:  # only once the model is built: a failed start leaves no empty run dir behind
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArtifactError(f"cannot create run directory {out}: {e.strerror}") from None
+    rundir.write_json(out / rundir.SPEC, run_spec.to_dict())
+    atomic.write_text(out / rundir.VOCAB, dataset.vocab.to_json() + "\n")
+    given = {**loaded.train, **NAMED.get(named or "", {}), **overrides}
+    # the words file is stored resolved, so `--resume` works from any folder
+    meta = {"spec": run_spec.source, "seed": recipe.seed, "recipe": dataclasses.asdict(recipe),
+            "eval_every_auto": given.get("eval_every") is None,
+            "versions": rundir.versions(),
+            "data": {"path": str(Path(dataset.path).resolve()), "sha256": dataset.sha256,
+                     "words": dataset.words,
+                     "windows": {k: len(v) for k, v in dataset.splits.items()}},
+            "parameters": model.num_parameters(), "status": "running", "step": 0,
+            "seconds": 0.0}
+    rundir.write_json(out / rundir.META, meta)
+    save_checkpoint(out, model, optimizer, generator, 0)
+    rundir.save_weights(out / rundir.WEIGHTS, model)
+    curves.write_rows(out / rundir.METRICS, [])
+    return Loop(out, model, optimizer, generator, recipe, dataset, meta)
+
+
+def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None) -> Loop:
+    extra = [k for k in overrides if k not in RESUME_OVERRIDES]
+    if extra:
+        raise SpecError("--resume continues a run with its own recipe; only --steps may "
+                        "extend it (drop " + ", ".join(extra) + ")")
+    run_spec = rundir.read_spec(out)
+    meta = rundir.read_json(out / rundir.META)
+    if not isinstance(meta, dict) or not isinstance(meta.get("data"), dict):
+        raise ArtifactError(f"{out / rundir.META} is corrupted: no 'data' table")
+    recipe = resolve_recipe(run_spec.train, source=str(out / rundir.SPEC))
+    at = checkpoint_step(out)
+    if "steps" in overrides:
+        steps = overrides["steps"]
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < at:
+            raise SpecError(f"--steps {steps}: {out} is at step {at:,}; a run can be extended "
+                            f"to {at:,} steps or more, not shortened below where it is")
+        if steps != recipe.steps:
+            every = (default_eval_every(steps) if meta.get("eval_every_auto")
+                     else recipe.eval_every)
+            recipe = resolve_recipe(run_spec.train, {"steps": steps, "eval_every": every},
+                                    source=str(out / rundir.SPEC))
+    rows = curves.read_rows(out / rundir.METRICS, at)
+    dataset = load_dataset(meta["data"].get("path"), run_spec.context, recipe.seed)
+    if dataset.sha256 != meta["data"].get("sha256"):
+        raise ArtifactError(f"{dataset.path} changed since the run started (sha256 differs);"
+                            " resuming would train on other data")
+    run_spec = _run_spec(run_spec, recipe)
+    model, optimizer, generator = _build(run_spec, dataset, recipe, registry)
+    step, pending = load_checkpoint(out, model, optimizer, generator)
+    # every check has passed: from here on the run directory may change
+    for stale in out.glob(".*.tmp"):  # left by a process killed mid-write
+        stale.unlink()
+    if recipe.steps != meta.get("recipe", {}).get("steps", recipe.steps):
+        meta.setdefault("extended", []).append(
+            {"at": step, "from": meta["recipe"]["steps"], "to": recipe.steps})
+        meta["recipe"] = dataclasses.asdict(recipe)
+        rundir.write_json(out / rundir.SPEC, run_spec.to_dict())
+    curves.write_rows(out / rundir.METRICS, rows)
+    state = Loop(out, model, optimizer, generator, recipe, dataset, meta, step, rows, pending)
+    state.recent.extend(curves.stream(rows) + pending)
+    return state
 
 
 # -- the loop ------------------------------------------------------------------------------
@@ -175,176 +257,74 @@ def _stop_on_signals() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def _plot(path: Path, metrics: list[dict[str, Any]]) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [m["step"] for m in metrics]
-    ax.plot(steps, [m["train_loss"] for m in metrics], label="train (running mean)")
-    ax.plot(steps, [m["val_loss"] for m in metrics], label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic.write_bytes(path / rundir.PLOT, buf.getvalue())
+def _checkpoint(s: Loop, status: str, seconds: float) -> None:
+    save_checkpoint(s.out, s.model, s.optimizer, s.generator, s.step, s.pending)
+    rundir.save_weights(s.out / rundir.WEIGHTS, s.model)
+    s.meta.update(status=status, step=s.step, seconds=round(seconds, 3))
+    rundir.write_json(s.out / rundir.META, s.meta)
 
 
-def _read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
-    file = path / rundir.METRICS
-    if not file.exists():
-        return []
-    rows = []
-    for line in file.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):  # a line cut by a crash is dropped
-            row = json.loads(line)
-            if row.get("step", math.inf) <= upto:
-                rows.append(row)
-    return rows
+def _evaluation(s: Loop, seconds: float) -> dict[str, Any]:
+    """Append a metrics row, write metrics.jsonl and loss.png, checkpoint."""
+    row = {"step": s.step, "lr": s.recipe.lr_at(s.step - 1),
+           "train_loss": sum(s.recent) / max(len(s.recent), 1),
+           "val_loss": evaluate(s.model, s.dataset.splits["val"]),
+           "seconds": round(seconds, 3), "losses": [round(x, 6) for x in s.pending]}
+    s.rows.append(row)
+    s.pending = []
+    curves.write_rows(s.out / rundir.METRICS, s.rows)
+    atomic.write_bytes(s.out / rundir.PLOT, curves.plot_png(s.rows))
+    _checkpoint(s, "running", seconds)
+    return row
 
 
-def _prepare_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise ArtifactError(f"--out {out} is a file; expected a directory for the run")
-    if out.is_dir() and any(out.iterdir()):
-        raise ArtifactError(f"--out {out} is not empty; continue that run with "
-                            f"`zoo train --resume {out}` or choose another --out")
-
-
-def train(spec: Any = "mlp-bn", *, data: str | Path | None = None, out: str | Path,
-          overrides: dict[str, Any] | None = None, resume: bool = False,
-          progress: bool = True, log: Callable[[str], None] | None = None,
-          on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """Train a spec on a words file into run directory ``out`` (or resume the run there).
-
-    ``progress`` shows a bar with the running loss; ``log`` receives a line per evaluation;
-    ``on_step(step, loss)`` is called after every optimizer step (for logging or tests).
-    """
-    out = Path(out)
-    if resume:
-        for stale in out.glob(".*.tmp"):  # left by a process killed mid-write
-            stale.unlink()
-        if overrides:
-            raise SpecError("--resume continues a run with its own recipe; drop the overrides ("
-                            + ", ".join(overrides) + ")")
-        run_spec = rundir.read_spec(out)
-        meta = rundir.read_json(out / rundir.META)
-        recipe = resolve_recipe(run_spec, {})
-        dataset = load_dataset(meta["data"]["path"], run_spec.context, recipe.seed)
-        if dataset.sha256 != meta["data"]["sha256"]:
-            raise ArtifactError(f"{dataset.path} changed since the run started (sha256 differs);"
-                                " resuming would train on other data")
-        loaded_spec = run_spec
-    else:
-        loaded_spec = load_spec(spec)
-        recipe = resolve_recipe(loaded_spec, overrides or {})
-        dataset = load_dataset(data, loaded_spec.context, recipe.seed)
-        _prepare_out(out)
-        meta = {}
-    run_spec = Spec(loaded_spec.layers, loaded_spec.context, dataclasses.asdict(recipe),
-                    loaded_spec.description, loaded_spec.source)
-    torch.manual_seed(recipe.seed)
-    model = build_model(run_spec, dataset.vocab.size)
-    model.train()
-    optimizer = make_optimizer(model, recipe)
-    generator = torch.Generator().manual_seed(recipe.seed)
-    start = 0
-    if resume:
-        start = load_checkpoint(out, model, optimizer, generator)
-    else:
-        try:  # only once the model is built: a failed start leaves no empty run dir behind
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ArtifactError(f"cannot create run directory {out}: {e.strerror}") from None
-        rundir.write_json(out / rundir.SPEC, run_spec.to_dict())
-        atomic.write_text(out / rundir.VOCAB, dataset.vocab.to_json() + "\n")
-        meta = {"spec": run_spec.source, "seed": recipe.seed,
-                "recipe": dataclasses.asdict(recipe), "versions": rundir.versions(),
-                "data": {"path": dataset.path, "sha256": dataset.sha256,
-                         "words": dataset.words,
-                         "windows": {k: len(v) for k, v in dataset.splits.items()}},
-                "parameters": model.num_parameters(), "status": "running", "step": 0,
-                "seconds": 0.0}
-        rundir.write_json(out / rundir.META, meta)
-        save_checkpoint(out, model, optimizer, generator, 0)
-        rundir.save_weights(out / rundir.WEIGHTS, model)
-    return _loop(out, model, optimizer, generator, recipe, dataset, meta, start, progress, log,
-                 on_step)
-
-
-def _loop(out: Path, model: Model, optimizer: torch.optim.Optimizer,
-          generator: torch.Generator, recipe: Recipe, dataset: Dataset, meta: dict[str, Any],
-          start: int, progress: bool, log: Callable[[str], None] | None,
+def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
           on_step: Callable[[int, float], None] | None) -> TrainResult:
-    train_split, val_split = dataset.splits["train"], dataset.splits["val"]
-    metrics = _read_metrics(out, start)
-    atomic.write_text(out / rundir.METRICS, "".join(json.dumps(m) + "\n" for m in metrics))
-    began, seconds_before = time.perf_counter(), float(meta.get("seconds", 0.0))
-    window: list[float] = []
+    recipe, train_split = s.recipe, s.dataset.splits["train"]
+    began, before = time.perf_counter(), float(s.meta.get("seconds", 0.0))
 
-    def checkpoint(step: int, status: str) -> None:
-        save_checkpoint(out, model, optimizer, generator, step)
-        rundir.save_weights(out / rundir.WEIGHTS, model)
-        meta.update(status=status, step=step,
-                    seconds=round(seconds_before + time.perf_counter() - began, 3))
-        rundir.write_json(out / rundir.META, meta)
+    def seconds() -> float:
+        return before + time.perf_counter() - began
 
-    bar = tqdm(total=recipe.steps, initial=start, disable=not progress, unit="step",
+    bar = tqdm(total=recipe.steps, initial=s.step, disable=not progress, unit="step",
                dynamic_ncols=True, leave=False)
     with _stop_on_signals() as received, bar:
-        for step in range(start, recipe.steps):
+        while s.step < recipe.steps:
             if received:
-                checkpoint(step, "interrupted")
+                _checkpoint(s, "interrupted", seconds())
                 name = signal.Signals(received[0]).name
-                raise Interrupted(f"{name} at step {step:,} of {recipe.steps:,}: checkpoint "
-                                  f"saved; continue with `zoo train --resume {out}`",
+                raise Interrupted(f"{name} at step {s.step:,} of {recipe.steps:,}: checkpoint "
+                                  f"saved; continue with `zoo train --resume {s.out}`",
                                   received[0])
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr_at(step)
-            idx = torch.randint(0, len(train_split), (recipe.batch_size,), generator=generator)
+            lr = recipe.lr_at(s.step)
+            for group in s.optimizer.param_groups:
+                group["lr"] = lr
+            idx = torch.randint(0, len(train_split), (recipe.batch_size,), generator=s.generator)
             xb, yb = train_split.batch(idx.numpy())  # (B, T), (B,)
-            loss = train_step(model, optimizer, torch.from_numpy(xb), torch.from_numpy(yb))
+            loss = train_step(s.model, s.optimizer, torch.from_numpy(xb), torch.from_numpy(yb))
             if not math.isfinite(loss):
-                meta.update(status="failed", error=f"non-finite loss at step {step}")
-                rundir.write_json(out / rundir.META, meta)
-                raise TrainingError(f"loss became {loss} at step {step:,} (lr "
-                                    f"{recipe.lr_at(step):g}); the last good checkpoint in {out} "
-                                    "is kept — try a lower --lr")
-            window.append(loss)
+                s.meta.update(status="failed", error=f"non-finite loss at step {s.step}")
+                rundir.write_json(s.out / rundir.META, s.meta)
+                raise TrainingError(f"loss became {loss} at step {s.step:,} (lr {lr:g}); the "
+                                    f"last good checkpoint in {s.out} is kept — try a lower --lr")
+            s.pending.append(loss)
+            s.recent.append(loss)
             bar.update(1)
             if on_step is not None:
-                on_step(step, loss)
-            done = step + 1
-            if done % 50 == 0:
-                bar.set_postfix(loss=f"{sum(window[-50:]) / len(window[-50:]):.4f}")
-            if done % recipe.eval_every == 0 or done == recipe.steps:
-                row = {"step": done, "lr": recipe.lr_at(step),
-                       "train_loss": sum(window) / len(window),
-                       "val_loss": evaluate(model, val_split),
-                       "seconds": round(seconds_before + time.perf_counter() - began, 3)}
-                window.clear()
-                metrics.append(row)
-                atomic.write_text(out / rundir.METRICS,
-                                  "".join(json.dumps(m) + "\n" for m in metrics))
-                checkpoint(done, "running")
+                on_step(s.step, loss)
+            s.step += 1
+            if s.step % 50 == 0:
+                bar.set_postfix(loss=f"{sum(s.recent) / len(s.recent):.4f}")
+            if s.step % recipe.eval_every == 0 or s.step == recipe.steps:
+                row = _evaluation(s, seconds())
                 if log is not None:
-                    line = (f"step {done:>7,}  train {row['train_loss']:.4f}  "
+                    line = (f"step {s.step:>7,}  train {row['train_loss']:.4f}  "
                             f"val {row['val_loss']:.4f}")
-                    if progress:
-                        bar.write(line)
-                    else:
+                    with bar.external_write_mode() if progress else contextlib.nullcontext():
                         log(line)
-    final = {f"{k}_loss": evaluate(model, dataset.splits[k]) for k in ("train", "val", "test")}
-    meta["metrics"] = final
-    checkpoint(recipe.steps, "finished")
-    if metrics:
-        _plot(out, metrics)
-    model.eval()
-    return TrainResult(out, recipe.steps, float(meta["seconds"]), final, model, dataset.vocab)
+    final = {f"{k}_loss": evaluate(s.model, s.dataset.splits[k]) for k in ("train", "val", "test")}
+    s.meta["metrics"] = final
+    _checkpoint(s, "finished", seconds())
+    s.model.eval()
+    return TrainResult(s.out, recipe.steps, float(s.meta["seconds"]), final, s.model,
+                       s.dataset.vocab)

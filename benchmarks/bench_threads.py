@@ -1,0 +1,125 @@
+"""Training steps/s under CPU contention: default thread rule vs 1 vs 2 threads.
+
+    .venv/bin/python benchmarks/bench_threads.py                  # ~6 min on 2 cores
+    .venv/bin/python benchmarks/bench_threads.py --seconds 5 --rounds 3
+
+For each model (mlp-bn, wavenet and the largest preset) and each thread setting, a fresh
+process trains for ``--seconds`` (after a warm-up) while 0, 1 or 2 other CPU-bound processes
+(busy loops) run; settings are interleaved within each load so they share its conditions.
+Prints a markdown table of median steps/s and the slowdown with two competitors. A fresh
+process per measurement because OpenMP reads its settings once, when it starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+SETTINGS = {"default": {}, "1": {"OMP_NUM_THREADS": "1"}, "2": {"OMP_NUM_THREADS": "2"},
+            "2 passive": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}}
+
+
+def worker(name: str, seconds: float) -> None:
+    """Train ``name`` on random windows for ``seconds``; print steps/s and the thread count."""
+    import torch
+
+    from zoo import threads
+    from zoo.build import build_model
+    from zoo.recipe import make_optimizer, resolve_recipe
+    from zoo.spec import load_spec
+    from zoo.train import train_step
+
+    spec = load_spec(name)
+    recipe = resolve_recipe(spec.train)
+    torch.manual_seed(0)
+    model = build_model(spec, 27)
+    model.train()
+    n = threads.configure(threads.step_work(model.num_parameters(), recipe.batch_size,
+                                            spec.context))
+    opt = make_optimizer(model, recipe)
+    x = torch.randint(0, 27, (64, recipe.batch_size, spec.context))  # (R, B, T)
+    y = torch.randint(0, 27, (64, recipe.batch_size))  # (R, B)
+    for i in range(10):  # warm-up
+        train_step(model, opt, x[i], y[i])
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        train_step(model, opt, x[steps % 64], y[steps % 64])
+        steps += 1
+    print(f"{steps / (time.perf_counter() - t0):.3f} {n}")
+
+
+def largest_preset() -> str:
+    from zoo.build import build_model
+    from zoo.errors import ZooError
+    from zoo.registry import get_registry
+
+    sizes = {}
+    for name in get_registry().presets:
+        try:
+            sizes[name] = build_model(name, 27).num_parameters()
+        except ZooError:
+            continue
+    return max(sizes, key=sizes.__getitem__)
+
+
+def measure(name: str, setting: str, seconds: float) -> tuple[float, int]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                           "OMP_WAIT_POLICY")}
+    env.update(SETTINGS[setting])
+    out = subprocess.run([sys.executable, __file__, "--worker", name, "--seconds", str(seconds)],
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), int(out[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--models", nargs="+", default=None)
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--loads", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.seconds)
+        return
+    models = args.models or list(dict.fromkeys(["mlp-bn", "wavenet", largest_preset()]))
+    print(f"uptime before: {os.getloadavg()}; cores {os.cpu_count()}", flush=True)
+    rate: dict[tuple[str, str, int], list[float]] = {}
+    used: dict[tuple[str, str], int] = {}
+    for load in args.loads:
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(load)]
+        try:
+            for _ in range(args.rounds):
+                for name in models:
+                    for setting in args.settings:
+                        r, n = measure(name, setting, args.seconds)
+                        rate.setdefault((name, setting, load), []).append(r)
+                        used[name, setting] = n
+                        print(f"  {name} {setting} ({n} threads) load {load}: {r:.1f} steps/s",
+                              file=sys.stderr, flush=True)
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+    print(f"uptime after: {os.getloadavg()}")
+    head = " | ".join(f"{load} other{'s' if load != 1 else ''}" for load in args.loads)
+    print(f"\n| model | threads | {head} | slowdown with {max(args.loads)} | vs best quiet |")
+    print("|---|---|" + "---:|" * (len(args.loads) + 2))
+    for name in models:
+        quiet = {s: statistics.median(rate[name, s, args.loads[0]]) for s in args.settings}
+        best = max(quiet.values())
+        for s in args.settings:
+            med = [statistics.median(rate[name, s, load]) for load in args.loads]
+            cells = " | ".join(f"{m:.1f}" for m in med)
+            print(f"| {name} | {s} ({used[name, s]}) | {cells} | {med[0] / med[-1]:.2f}x | "
+                  f"{quiet[s] / best:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Training curves: the rows of ``metrics.jsonl`` and the ``loss.png`` drawn from them.
+
+One row per evaluation::
+
+    {"step": 1500, "lr": 0.0098, "train_loss": 2.21, "val_loss": 2.25, "seconds": 3.1,
+     "losses": [2.27, 2.19, ...]}
+
+``train_loss`` is the mean training loss over the last ``RECENT`` steps (a recent window, so it
+is comparable with ``val_loss`` at that step); ``losses`` holds the loss of every step since the
+previous row, so the rows together are the full per-step stream. A resumed run keeps the rows
+up to its checkpoint and continues both. The plot is drawn on a ``matplotlib.figure.Figure``:
+the global backend (a notebook's, say) is never touched.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from zoo import atomic
+from zoo.errors import ArtifactError
+
+__all__ = ["RECENT", "read_rows", "write_rows", "stream", "plot_png"]
+
+RECENT = 100  # steps in the train_loss window
+
+
+def read_rows(file: Path, upto: float = math.inf) -> list[dict[str, Any]]:
+    """The rows of a metrics file up to step ``upto``; ArtifactError if it is not UTF-8 JSON lines.
+
+    A last line cut short by a crash is dropped (the file is written atomically, so only a file
+    from an older version or an editor can hold one).
+    """
+    if not file.exists():
+        return []
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{file} is corrupted: not UTF-8 text (byte {e.start}); move it "
+                            "away to resume without the earlier curves") from None
+    except OSError as e:
+        raise ArtifactError(f"{file}: cannot read: {e.strerror}") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            if number == len(lines):
+                break
+            raise ArtifactError(f"{file}:{number}: corrupted line (not JSON); move the file "
+                                "away to resume without the earlier curves") from None
+        if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
+            raise ArtifactError(f"{file}:{number}: expected an object with an integer 'step'")
+        if row["step"] <= upto:
+            rows.append(row)
+    return rows
+
+
+def write_rows(file: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Replace the metrics file with ``rows`` (atomically)."""
+    atomic.write_text(file, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def stream(rows: list[dict[str, Any]]) -> list[float]:
+    """The per-step training losses the rows hold, in step order."""
+    return [x for r in rows for x in r.get("losses", []) if isinstance(x, (int, float))]
+
+
+def plot_png(rows: list[dict[str, Any]]) -> bytes:
+    """loss.png: per-step and recent-window train loss, validation loss (log scale), lr."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    losses = stream(rows)
+    first = rows[0]["step"] - len(rows[0].get("losses", [])) if rows else 0
+    if losses:
+        ax.plot(range(first + 1, first + len(losses) + 1), losses, color="tab:blue",
+                alpha=0.2, linewidth=0.5, label="train (per step)")
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["train_loss"] for r in rows], color="tab:blue", marker=".",
+            label=f"train (last {RECENT} steps)")
+    ax.plot(steps, [r["val_loss"] for r in rows], color="tab:orange", marker=".",
+            label="validation")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats, log scale)")
+    ax.grid(alpha=0.3, which="both")
+    lr_ax = ax.twinx()
+    lr_ax.plot(steps, [r["lr"] for r in rows], color="tab:gray", linestyle="--",
+               label="learning rate")
+    lr_ax.set_ylabel("learning rate")
+    handles = ax.get_legend_handles_labels()
+    extra = lr_ax.get_legend_handles_labels()
+    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper right", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
