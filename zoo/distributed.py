@@ -25,6 +25,7 @@ import datetime
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,7 +119,8 @@ def check_scale(nproc: int, batch_size: int) -> None:
 
 
 def preflight(spec: Any, resume: Path | None, overrides: dict[str, Any], nproc: int,
-              device: str, world: World) -> bool:
+              device: str, world: World, *, named: str | None = None,
+              registry: Any = None) -> bool:
     """Check ``--nproc``/``--device`` before anything starts; True if this process must launch.
 
     A rank that torchrun started launches nothing: it is one of the ``nproc`` already.
@@ -133,14 +135,17 @@ def preflight(spec: Any, resume: Path | None, overrides: dict[str, Any], nproc: 
     if nproc == 1:
         return False
     from zoo import rundir
+    from zoo.recipe import resolve_recipe
     from zoo.spec import load_spec
-    from zoo.train import resolve_recipe
 
     # the batch size the ranks will use: the run's own on resume, else the spec's + overrides
     if resume is not None:
-        batch_size = resolve_recipe(rundir.read_spec(Path(resume)), {}).batch_size
+        run_spec = rundir.read_spec(Path(resume))
+        batch_size = resolve_recipe(run_spec.train, source=run_spec.source).batch_size
     else:
-        batch_size = resolve_recipe(load_spec(spec), overrides).batch_size
+        loaded = load_spec("mlp-bn" if spec is None else spec, registry=registry)
+        batch_size = resolve_recipe(loaded.train, overrides, named=named,
+                                    source=loaded.source).batch_size
     check_scale(nproc, batch_size)
     return True
 
@@ -152,9 +157,9 @@ class Sync:
     rendezvous through torchrun's MASTER_ADDR/MASTER_PORT), leaving destroys it.
     """
 
-    def __init__(self, world: World, device: torch.device) -> None:
-        self.world, self.device = world, device
-        self.backend = "nccl" if device.type == "cuda" else "gloo"
+    def __init__(self, world: World | None = None, device: torch.device | None = None) -> None:
+        self.world, self.device = world or World(), device or torch.device("cpu")
+        self.backend = "nccl" if self.device.type == "cuda" else "gloo"
         self._started = False
 
     @property
@@ -334,7 +339,6 @@ def launch(nproc: int, args: list[str], out: object = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     argv = ["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc),
             "--module", "zoo", *args]
     _quiet_elastic_loggers()
@@ -342,9 +346,11 @@ def launch(nproc: int, args: list[str], out: object = None) -> int:
     try:
         run(parse_args(argv))
     except ChildFailedError as e:
-        killed = sorted((rank, f) for rank, f in e.failures.items() if f.exitcode < 0)
+        # the launcher SIGTERMs the ranks left once one has failed: name the one that went first
+        killed = sorted(((f.exitcode == -signal.SIGTERM, rank), rank, f)
+                        for rank, f in e.failures.items() if f.exitcode < 0)
         if killed:  # it could not say why; the others stopped without a word (peer_error)
-            rank, failure = killed[0]
+            _, rank, failure = killed[0]
             hint = f": continue with `zoo train --resume {out} --nproc {nproc}`" if out else ""
             print(f"error: rank {rank} was killed by {failure.signal_name()}; the run directory "
                   f"keeps its last checkpoint{hint}", file=sys.stderr)
