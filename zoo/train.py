@@ -134,8 +134,6 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
     batch with DDP and rank 0 writes the run directory (zoo.distributed).
     """
     out = Path(out)
-    if threads is not None and threads < 1:
-        raise SpecError(f"--threads {threads}: expected an integer >= 1")
     reproducible()
     world = World.from_env()
     with Sync(world, pick_device(device, world)) as sync:
@@ -152,6 +150,8 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
 def _start(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any] | None,
            resume: bool, recipe: str | None, threads: int | None, registry: Registry | None,
            sync: Sync) -> Loop:
+    if threads is not None and threads < 1:
+        raise SpecError(f"--threads {threads}: expected an integer >= 1")
     if resume:
         if spec is not None or data is not None or recipe is not None:
             given = [f"{name} {value}" for name, value in (("SPEC", spec), ("--data", data),
