@@ -237,13 +237,13 @@ class Sync:
         yield self.writer
         self.barrier()
 
-    def share(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank (a small picklable value: final metrics)."""
+    def share(self, values: list[float]) -> list[float]:
+        """Rank 0's ``values`` on every rank (the final losses); as tensors, never as objects."""
         if not self.world.distributed:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return t.tolist()
 
     @contextlib.contextmanager
     def together(self) -> Iterator[None]:
@@ -267,9 +267,11 @@ class Sync:
             raise Quiet(f"rank {min(failed)} failed to start", 2)
 
     def _failures(self, error: BaseException | None) -> list[int]:
-        gathered: list[Any] = [None] * self.world.size
-        dist.all_gather_object(gathered, None if error is None else repr(error))
-        return [rank for rank, message in enumerate(gathered) if message is not None]
+        """The ranks that failed: each sets its own slot, the sum shows them all."""
+        flags = torch.zeros(self.world.size, dtype=torch.int64, device=self.device)  # (N,)
+        flags[self.world.rank] = error is not None
+        dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+        return [rank for rank, failed in enumerate(flags.tolist()) if failed]
 
     def own(self, error: ZooError) -> ZooError:
         """``error`` on rank 0, which reports it; a silent twin on the other ranks."""

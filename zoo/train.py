@@ -361,8 +361,10 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
                             f"val {row['val_loss']:.4f}")
                     with bar.external_write_mode() if progress else contextlib.nullcontext():
                         log(line)
-    final = s.sync.share({f"{k}_loss": evaluate(s.model, s.dataset.splits[k])
-                          for k in ("train", "val", "test")} if s.sync.writer else None)
+    splits = ("train", "val", "test")  # rank 0 evaluates; the other ranks receive its losses
+    losses = s.sync.share([evaluate(s.model, s.dataset.splits[k]) if s.sync.writer else 0.0
+                           for k in splits])
+    final = {f"{k}_loss": loss for k, loss in zip(splits, losses, strict=True)}
     s.meta["metrics"] = final
     _checkpoint(s, "finished", seconds())
     s.model.eval().cpu()  # sampling and export read it on the CPU
