@@ -20,7 +20,15 @@ import torch
 from safetensors.torch import load_file
 
 from zoo import rundir
-from zoo.distributed import Sync, World, check_scale, pick_device, sync_batch_norm
+from zoo.distributed import (
+    SILENT_LOST_PEER,
+    Sync,
+    World,
+    _outcome,
+    check_scale,
+    pick_device,
+    sync_batch_norm,
+)
 from zoo.errors import TrainingError
 from zoo.train import train
 
@@ -177,6 +185,19 @@ def test_bad_scale_out_input_is_one_line(tmp_path, cli, args, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bad_input_the_ranks_find_is_reported_once(tmp_path, tiny_words):
+    spec = write_spec(tmp_path, "tiny", LAYERS, steps=10, eval_every=5)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine", encoding="utf-8")
+    code, _, err = finish(zoo("train", str(spec), "--data", str(tiny_words), "--out", str(run),
+                              "--nproc", "2", "--samples", "0"))
+    assert code == 2, err
+    lines = error_lines(err)  # rank 0 says it; rank 1, stopped by the same failure, does not
+    assert len(lines) == 1 and lines[0].startswith(f"error: --out {run} is not empty"), err
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_device_cuda_without_cuda_is_one_line(tmp_path, cli):
     spec = write_spec(tmp_path, "tiny", LAYERS, steps=10, eval_every=5)
@@ -222,3 +243,26 @@ def test_sync_batch_norm_keeps_a_plugin_subclass_forward():
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     # without a process group SyncBatchNorm computes plain batch norm: same [B, T, C] result
     assert torch.allclose(model(x), before)
+
+
+class _Failure:
+    def __init__(self, exitcode: int) -> None:
+        self.exitcode = exitcode
+
+    def signal_name(self) -> str:
+        return signal.Signals(-self.exitcode).name
+
+
+@pytest.mark.parametrize("codes,status,said", [
+    ({0: 2, 1: -signal.SIGTERM}, 2, None),  # rank 0 said why; torchrun then stopped rank 1
+    ({0: -signal.SIGTERM, 1: -signal.SIGKILL}, 1, "rank 1 was killed by SIGKILL"),
+    ({0: SILENT_LOST_PEER, 1: -signal.SIGKILL}, 1, "rank 1 was killed by SIGKILL"),
+    ({0: 130, 1: 130}, 130, None),  # both stopped by Ctrl-C; rank 0 said so
+])
+def test_the_launcher_names_the_rank_that_could_not_speak(capsys, codes, status, said):
+    assert _outcome({r: _Failure(c) for r, c in codes.items()}, 2, "runs/x") == status
+    err = capsys.readouterr().err
+    if said is None:
+        assert err == ""
+    else:
+        assert err.startswith(f"error: {said}") and "--resume runs/x --nproc 2" in err

@@ -43,6 +43,7 @@ __all__ = ["DEVICES", "World", "Sync", "Quiet", "LostPeer", "pick_device", "chec
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LAUNCHED_ENV = "LAYERZOO_LAUNCHED_RANKS"  # set by launch() for the ranks it starts
+SILENT_LOST_PEER = 75  # a rank's status when it stopped, silently, for a peer that died
 # generous: rank 0 evaluates the whole split while the other ranks wait at a barrier
 TIMEOUT = datetime.timedelta(minutes=10)
 
@@ -325,7 +326,7 @@ def peer_error(error: BaseException, out: object, nproc: int) -> TrainingError:
                f"keeps its last checkpoint: continue with `zoo train --resume {out} --nproc "
                f"{nproc}`")
     if os.environ.get(LAUNCHED_ENV):
-        return Quiet(message, LostPeer.exit_code)
+        return Quiet(message, SILENT_LOST_PEER)
     return LostPeer(message)
 
 
@@ -348,22 +349,36 @@ def launch(nproc: int, args: list[str], out: object = None) -> int:
     try:
         run(parse_args(argv))
     except ChildFailedError as e:
-        # the launcher SIGTERMs the ranks left once one has failed: name the one that went first
-        killed = sorted(((f.exitcode == -signal.SIGTERM, rank), rank, f)
-                        for rank, f in e.failures.items() if f.exitcode < 0)
-        if killed:  # it could not say why; the others stopped without a word (peer_error)
-            _, rank, failure = killed[0]
-            hint = f": continue with `zoo train --resume {out} --nproc {nproc}`" if out else ""
-            print(f"error: rank {rank} was killed by {failure.signal_name()}; the run directory "
-                  f"keeps its last checkpoint{hint}", file=sys.stderr)
-            return 1
-        # a rank's own exit status: it printed why (bad input, 2, first)
-        return max((f.exitcode for f in e.failures.values()), key=lambda c: (c == 2, c))
+        return _outcome(e.failures, nproc, out)
     except SignalException as e:  # Ctrl-C reached the launcher too; the ranks have stopped
         return 128 + int(e.sigval)
     finally:
         os.environ.pop(LAUNCHED_ENV, None)
     return 0
+
+
+def _outcome(failures: dict[int, Any], nproc: int, out: object) -> int:
+    """The launcher's exit status from its failed ranks, saying why when no rank could.
+
+    A rank killed by a signal (SIGKILL, a crash) could not speak; the ranks left are then sent
+    SIGTERM by torchrun, or stop silently (SILENT_LOST_PEER). A rank that exited with its own
+    status has printed its reason.
+    """
+    codes = {rank: f.exitcode for rank, f in failures.items()}
+    killed = [r for r, c in sorted(codes.items()) if c < 0 and c != -signal.SIGTERM]
+    spoke = [c for c in codes.values() if c > 0 and c != SILENT_LOST_PEER]
+    if not killed and spoke:
+        return max(spoke, key=lambda c: (c == 2, c))  # bad input (2) first
+    killed = killed or [r for r, c in sorted(codes.items()) if c < 0]
+    hint = f": continue with `zoo train --resume {out} --nproc {nproc}`" if out else ""
+    if killed:
+        name = failures[killed[0]].signal_name()
+        print(f"error: rank {killed[0]} was killed by {name}; the run directory keeps its last "
+              f"checkpoint{hint}", file=sys.stderr)
+    else:
+        print(f"error: the ranks lost each other; the run directory keeps its last "
+              f"checkpoint{hint}", file=sys.stderr)
+    return 1
 
 
 def _quiet_elastic_loggers() -> None:
