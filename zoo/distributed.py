@@ -75,6 +75,7 @@ class World:
 
     @property
     def distributed(self) -> bool:
+        """Whether there are other ranks to work with (torchrun with 2 or more processes)."""
         return self.size > 1
 
 
@@ -228,6 +229,7 @@ class Sync:
         return t[0] / self.world.size
 
     def barrier(self) -> None:
+        """Wait until every rank is here."""
         if self.world.distributed:
             dist.barrier()
 
