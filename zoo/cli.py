@@ -174,6 +174,9 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
               sets: tuple[str, ...], threads: int | None, samples: int,
               progress: bool | None, nproc: int, device: str) -> None:
     """Train SPEC (a preset or spec file; default mlp-bn) on a words file."""
+    from zoo.threads import reproducible
+
+    reproducible()  # before torch is imported: OpenMP reads its settings once
     from zoo.train import Interrupted, train
 
     reg = registry(ctx)

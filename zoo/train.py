@@ -83,6 +83,7 @@ class Loop:
     pending: list[float] = field(default_factory=list)  # losses since the last row
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=curves.RECENT))
     sync: Sync = field(default_factory=Sync)  # the other ranks, under torchrun
+    draw: curves.Drawing | None = None  # redraws loss.png (set by _loop, on rank 0)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -302,12 +303,13 @@ def _evaluation(s: Loop, seconds: float) -> dict[str, Any]:
     row = {"step": s.step, "lr": s.recipe.lr_at(s.step - 1),
            "train_loss": sum(s.recent) / max(len(s.recent), 1),
            "val_loss": evaluate(s.model, s.dataset.splits["val"]) if s.sync.writer else math.nan,
-           "seconds": round(seconds, 3), "losses": [round(x, 6) for x in s.pending]}
+           "seconds": round(seconds, 3), "losses": list(s.pending)}
     s.rows.append(row)
     s.pending = []
     if s.sync.writer:  # the other ranks wait for rank 0 in _checkpoint
         curves.write_rows(s.out / rundir.METRICS, s.rows)
-        atomic.write_bytes(s.out / rundir.PLOT, curves.plot_png(s.rows))
+    if s.draw is not None:
+        s.draw(s.rows, force=len(s.rows) == 1 or s.step == s.recipe.steps)
     _checkpoint(s, "running", seconds)
     return row
 
@@ -317,6 +319,7 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
     recipe, train_split = s.recipe, s.dataset.splits["train"]
     began, before = time.perf_counter(), float(s.meta.get("seconds", 0.0))
     trainer, device = s.sync.wrap(s.model), s.sync.device  # DDP averages gradients over ranks
+    s.draw = curves.Drawing(s.out / rundir.PLOT) if s.sync.writer else None
 
     def seconds() -> float:
         return before + time.perf_counter() - began
@@ -327,6 +330,8 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
         while s.step < recipe.steps:
             signum = s.sync.max(received[0] if received else 0)  # all ranks stop at one step
             if signum:
+                if s.draw is not None:
+                    s.draw(s.rows, force=True)
                 _checkpoint(s, "interrupted", seconds())
                 name = signal.Signals(signum).name
                 raise s.sync.own(Interrupted(
@@ -346,8 +351,9 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
                 raise s.sync.own(TrainingError(
                     f"loss became {loss} at step {s.step:,} (lr {lr:g}); the last good "
                     f"checkpoint in {s.out} is kept — try a lower --lr"))
-            s.pending.append(loss)
-            s.recent.append(loss)
+            kept = round(loss, 6)  # as metrics.jsonl stores it: a resumed window is the same
+            s.pending.append(kept)
+            s.recent.append(kept)
             bar.update(1)
             if on_step is not None:
                 on_step(s.step, loss)
