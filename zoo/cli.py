@@ -229,12 +229,17 @@ def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
               help="Names to sample from the trained model.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar [default: when stderr is a terminal].")
+@click.option("--nproc", type=int, default=1, show_default=True,
+              help="Train on N processes with DistributedDataParallel (launches torchrun; "
+                   "batch_size is the global batch).")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|mps",
+              help="Where to train; auto is CUDA when present, else the CPU.")
 @click.pass_context
 def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path | None,
               resume: Path | None, named: str | None, steps: int | None,
               batch_size: int | None, lr: float | None, seed: int | None,
               sets: tuple[str, ...], threads: int | None, samples: int,
-              progress: bool | None) -> None:
+              progress: bool | None, nproc: int, device: str) -> None:
     """Train SPEC (a preset or spec file; default mlp-bn) on a words file."""
     from zoo.threads import reproducible
 
@@ -251,13 +256,24 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
         out = _fresh_dir(Path("runs") / Path(spec or "mlp-bn").stem)
     if progress is None:
         progress = sys.stderr.isatty()
+    from zoo import distributed
+
+    world = distributed.World.from_env()
+    if distributed.preflight(spec, resume, overrides, nproc, device, world, named=named,
+                             registry=reg):
+        ctx.exit(distributed.launch(nproc, _rank_argv(ctx, out=out, nproc=None),
+                                   out=resume or out))
     try:
         result = train(spec, data=data, out=resume or out, overrides=overrides,
                        resume=resume is not None, recipe=named, threads=threads,
-                       progress=progress, log=click.echo, registry=reg)
+                       progress=progress, log=click.echo, registry=reg, device=device)
     except Interrupted as e:
         click.echo(f"stopped: {e}", err=True)
         ctx.exit(128 + e.signum)
+    except distributed.Quiet as e:  # rank 0 has reported it
+        ctx.exit(e.exit_code)
+    if world.rank:
+        return
     m = result.metrics
     click.echo(f"trained {result.path} in {result.seconds:.1f} s ({result.steps:,} steps): "
                f"train {m['train_loss']:.4f}  val {m['val_loss']:.4f}  test {m['test_loss']:.4f}")
@@ -416,6 +432,27 @@ def web_cmd(ctx: click.Context, onnx_file: Path | None, output: Path, serve: boo
     if serve:
         web.serve(output, port=port, ready=lambda url: click.echo(
             f"serving {output} at {url} (Ctrl-C to stop)"))
+
+
+def _rank_argv(ctx: click.Context, **values: Any) -> list[str]:
+    """This command line again (options given or in ``values``), for the ranks torchrun starts."""
+    argv = [flag for flag, key in (("--debug", "debug"), ("--strict-plugins", "strict_plugins"))
+            if ctx.parent is not None and ctx.parent.params.get(key)]
+    argv.append(ctx.info_name or "train")
+    for param in ctx.command.params:
+        name = param.name or ""
+        value = values.get(name, ctx.params.get(name))
+        given = ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        if value is None or not (given or values.get(name) is not None):
+            continue
+        if isinstance(param, click.Argument):
+            argv.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag:
+            argv.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            for item in value if param.multiple else (value,):
+                argv += [param.opts[0], str(item)]
+    return argv
 
 
 def _fresh_dir(base: Path) -> Path:

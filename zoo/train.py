@@ -34,6 +34,7 @@ from zoo import atomic, curves, rundir
 from zoo.build import Model, build_model
 from zoo.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from zoo.data import Dataset, Vocab, Windows, load_dataset
+from zoo.distributed import Sync, World, check_scale, peer_error, pick_device
 from zoo.errors import ArtifactError, SpecError, TrainingError
 from zoo.preflight import check_batch_size
 from zoo.recipe import NAMED, Recipe, default_eval_every, make_optimizer, resolve_recipe
@@ -82,14 +83,18 @@ class Loop:
     rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl
     pending: list[float] = field(default_factory=list)  # losses since the last row
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=curves.RECENT))
-    draw: curves.Drawing | None = None  # redraws loss.png (set by _loop)
+    sync: Sync = field(default_factory=Sync)  # the other ranks, under torchrun
+    draw: curves.Drawing | None = None  # redraws loss.png (set by _loop, on rank 0)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor) -> float:
-    """One optimizer step on one batch; returns the loss, or NaN/inf without stepping."""
+               y: torch.Tensor, sync: Sync | None = None) -> float:
+    """One optimizer step on one batch; returns the loss, or NaN/inf without stepping.
+
+    With ``sync`` the loss is the mean over every rank's slice, so all ranks skip together.
+    """
     loss = F.cross_entropy(model(x), y)  # (B, V) logits vs (B,) targets
-    value = loss.item()
+    value = (loss if sync is None else sync.mean(loss)).item()
     if not math.isfinite(value):
         return value  # leave the weights as they were: the last good state survives
     optimizer.zero_grad(set_to_none=True)
@@ -105,9 +110,10 @@ def evaluate(model: torch.nn.Module, split: Windows) -> float:
     model.eval()
     try:
         total = 0.0
+        device = next(model.parameters()).device
         for x, y in split.chunks(EVAL_BATCH):  # (C, T), (C,)
-            total += F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y),
-                                     reduction="sum").item()
+            total += F.cross_entropy(model(torch.from_numpy(x).to(device)),
+                                     torch.from_numpy(y).to(device), reduction="sum").item()
         return total / max(len(split), 1)
     finally:
         model.train(was_training)
@@ -118,7 +124,7 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
           recipe: str | None = None, threads: int | None = None, progress: bool = True,
           log: Callable[[str], None] | None = None,
           on_step: Callable[[int, float], None] | None = None,
-          registry: Registry | None = None) -> TrainResult:
+          registry: Registry | None = None, device: str = "auto") -> TrainResult:
     """Train a spec (default mlp-bn) on a words file into run directory ``out``, or resume.
 
     ``recipe`` names a recipe laid over the spec's (``zoo recipe`` lists them); ``threads``
@@ -126,33 +132,54 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
     ``progress`` shows a bar with the running loss; ``log`` receives a line per evaluation;
     ``on_step(step, loss)`` is called after every optimizer step (for logging or tests).
     Every input is checked before the run directory is created or changed.
+    ``device`` is auto|cpu|cuda|mps; started by torchrun, each rank trains its slice of every
+    batch with DDP and rank 0 writes the run directory (zoo.distributed).
     """
     out = Path(out)
+    reproducible()
+    world = World.from_env()
+    # the run directory's lock (rank 0's) is held in ``held`` for the whole run
+    with Sync(world, pick_device(device, world)) as sync, contextlib.ExitStack() as held:
+        with sync.together():  # a bad input on any rank stops every rank, reported once
+            state = _start(spec, data, out, overrides, resume, recipe, threads, registry, sync,
+                           held, log)
+        try:
+            return _loop(state, progress=progress and sync.writer, log=log, on_step=on_step)
+        except RuntimeError as e:  # a collective failed: another rank went away
+            if not world.distributed:
+                raise
+            raise peer_error(e, out, world.size) from None
+
+
+def _start(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any] | None,
+           resume: bool, recipe: str | None, threads: int | None, registry: Registry | None,
+           sync: Sync, held: contextlib.ExitStack, log: Callable[[str], None] | None) -> Loop:
     if threads is not None and threads < 1:
         raise SpecError(f"--threads {threads}: expected an integer >= 1")
-    reproducible()
-    with contextlib.ExitStack() as held:  # the run directory's lock, for the whole run
-        if resume:
-            if spec is not None or data is not None or recipe is not None:
-                given = [f"{name} {value}" for name, value in (
-                    ("SPEC", spec), ("--data", data), ("--recipe", recipe)) if value]
-                raise SpecError(f"--resume continues {out} with its own spec, data and "
-                                f"recipe; drop {', '.join(given)}")
+    if resume:
+        if spec is not None or data is not None or recipe is not None:
+            given = [f"{name} {value}" for name, value in (("SPEC", spec), ("--data", data),
+                                                           ("--recipe", recipe)) if value]
+            raise SpecError(f"--resume continues {out} with its own spec, data and recipe; "
+                            f"drop {', '.join(given)}")
+        if sync.writer:  # rank 0 alone writes the run, so it alone holds the lock
             held.enter_context(rundir.lock(out))
-            state = _resume_run(out, overrides or {}, registry)
-        else:
-            state = _new_run("mlp-bn" if spec is None else spec, data, out, overrides or {},
-                             recipe, registry, held, log)
-        state.meta["threads"] = configure(step_work(state.model.num_parameters(),
-                                                    state.recipe.batch_size,
-                                                    state.dataset.context), threads)
-        return _loop(state, progress=progress, log=log, on_step=on_step)
+        state = _resume_run(out, overrides or {}, registry, sync)
+    else:
+        state = _new_run("mlp-bn" if spec is None else spec, data, out, overrides or {},
+                         recipe, registry, sync, held, log)
+    state.meta["threads"] = configure(step_work(state.model.num_parameters(),
+                                                state.recipe.batch_size,
+                                                state.dataset.context), threads)
+    return state
 
 
-def _build(spec: Spec, dataset: Dataset, recipe: Recipe, registry: Registry | None
-           ) -> tuple[Model, torch.optim.Optimizer, torch.Generator]:
+def _build(spec: Spec, dataset: Dataset, recipe: Recipe, registry: Registry | None,
+           sync: Sync) -> tuple[Model, torch.optim.Optimizer, torch.Generator]:
+    if sync.world.distributed:  # checked before anything is written
+        check_scale(sync.world.size, recipe.batch_size)
     torch.manual_seed(recipe.seed)
-    model = build_model(spec, dataset.vocab.size, registry=registry)
+    model = build_model(spec, dataset.vocab.size, registry=registry).to(sync.device)
     model.train()
     return model, make_optimizer(model, recipe), torch.Generator().manual_seed(recipe.seed)
 
@@ -164,14 +191,15 @@ def _run_spec(spec: Spec, recipe: Recipe) -> Spec:
 
 
 def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any],
-             named: str | None, registry: Registry | None, held: contextlib.ExitStack,
-             log: Callable[[str], None] | None) -> Loop:
+             named: str | None, registry: Registry | None, sync: Sync,
+             held: contextlib.ExitStack, log: Callable[[str], None] | None) -> Loop:
     loaded = load_spec(spec, registry=registry)
     recipe = resolve_recipe(loaded.train, overrides, named=named, source=loaded.source)
     dataset = load_dataset(data, loaded.context, recipe.seed)
-    rundir.check_new(out)
+    if sync.writer:
+        rundir.check_new(out)
     run_spec = _run_spec(loaded, recipe)
-    model, optimizer, generator = _build(run_spec, dataset, recipe, registry)
+    model, optimizer, generator = _build(run_spec, dataset, recipe, registry, sync)
     check_batch_size(model, recipe.batch_size, loaded.source)
     given = {**loaded.train, **NAMED.get(named or "", {}), **overrides}
     # the words file is stored resolved, so `--resume` works from any folder
@@ -192,11 +220,13 @@ def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str,
         rundir.save_weights(tmp / rundir.WEIGHTS, model)
         curves.write_rows(tmp / rundir.METRICS, [])
 
-    held.enter_context(rundir.create(out, fill, note=log))  # whole, and locked
-    return Loop(out, model, optimizer, generator, recipe, dataset, meta)
+    if sync.writer:  # rank 0 alone writes; the others wait in sync.together()
+        held.enter_context(rundir.create(out, fill, note=log))  # whole, and locked
+    return Loop(out, model, optimizer, generator, recipe, dataset, meta, sync=sync)
 
 
-def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None) -> Loop:
+def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None,
+                sync: Sync) -> Loop:
     extra = [k for k in overrides if k not in RESUME_OVERRIDES]
     if extra:
         raise SpecError("--resume continues a run with its own recipe; only --steps may "
@@ -223,18 +253,22 @@ def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None)
         raise ArtifactError(f"{dataset.path} changed since the run started (sha256 differs);"
                             " resuming would train on other data")
     run_spec = _run_spec(run_spec, recipe)
-    model, optimizer, generator = _build(run_spec, dataset, recipe, registry)
+    model, optimizer, generator = _build(run_spec, dataset, recipe, registry, sync)
     step, pending = load_checkpoint(out, model, optimizer, generator)
-    # every check has passed: from here on the run directory may change
-    for stale in out.glob(".*.tmp"):  # left by a process killed mid-write
-        stale.unlink()
-    if recipe.steps != meta.get("recipe", {}).get("steps", recipe.steps):
+    extended = recipe.steps != meta.get("recipe", {}).get("steps", recipe.steps)
+    if extended:
         meta.setdefault("extended", []).append(
             {"at": step, "from": meta["recipe"]["steps"], "to": recipe.steps})
         meta["recipe"] = dataclasses.asdict(recipe)
-        rundir.write_json(out / rundir.SPEC, run_spec.to_dict())
-    curves.write_rows(out / rundir.METRICS, rows)
-    state = Loop(out, model, optimizer, generator, recipe, dataset, meta, step, rows, pending)
+    # every check has passed: from here on the run directory may change (rank 0 alone)
+    if sync.writer:
+        for stale in out.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink()
+        if extended:
+            rundir.write_json(out / rundir.SPEC, run_spec.to_dict())
+        curves.write_rows(out / rundir.METRICS, rows)
+    state = Loop(out, model, optimizer, generator, recipe, dataset, meta, step, rows, pending,
+                 sync=sync)
     state.recent.extend(curves.stream(rows) + pending)
     return state
 
@@ -260,21 +294,24 @@ def _stop_on_signals() -> Iterator[list[int]]:
 
 
 def _checkpoint(s: Loop, status: str, seconds: float) -> None:
-    save_checkpoint(s.out, s.model, s.optimizer, s.generator, s.step, s.pending)
-    rundir.save_weights(s.out / rundir.WEIGHTS, s.model)
     s.meta.update(status=status, step=s.step, seconds=round(seconds, 3))
-    rundir.write_json(s.out / rundir.META, s.meta)
+    with s.sync.writing() as writer:  # rank 0 writes between barriers; the others wait
+        if writer:
+            save_checkpoint(s.out, s.model, s.optimizer, s.generator, s.step, s.pending)
+            rundir.save_weights(s.out / rundir.WEIGHTS, s.model)
+            rundir.write_json(s.out / rundir.META, s.meta)
 
 
 def _evaluation(s: Loop, seconds: float) -> dict[str, Any]:
     """Append a metrics row, write metrics.jsonl and loss.png, checkpoint."""
     row = {"step": s.step, "lr": s.recipe.lr_at(s.step - 1),
            "train_loss": sum(s.recent) / max(len(s.recent), 1),
-           "val_loss": evaluate(s.model, s.dataset.splits["val"]),
+           "val_loss": evaluate(s.model, s.dataset.splits["val"]) if s.sync.writer else math.nan,
            "seconds": round(seconds, 3), "losses": list(s.pending)}
     s.rows.append(row)
     s.pending = []
-    curves.write_rows(s.out / rundir.METRICS, s.rows)
+    if s.sync.writer:  # the other ranks wait for rank 0 in _checkpoint
+        curves.write_rows(s.out / rundir.METRICS, s.rows)
     if s.draw is not None:
         s.draw(s.rows, force=len(s.rows) == 1 or s.step == s.recipe.steps)
     _checkpoint(s, "running", seconds)
@@ -285,7 +322,8 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
           on_step: Callable[[int, float], None] | None) -> TrainResult:
     recipe, train_split = s.recipe, s.dataset.splits["train"]
     began, before = time.perf_counter(), float(s.meta.get("seconds", 0.0))
-    s.draw = curves.Drawing(s.out / rundir.PLOT)
+    trainer, device = s.sync.wrap(s.model), s.sync.device  # DDP averages gradients over ranks
+    s.draw = curves.Drawing(s.out / rundir.PLOT) if s.sync.writer else None
 
     def seconds() -> float:
         return before + time.perf_counter() - began
@@ -294,24 +332,29 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
                dynamic_ncols=True, leave=False)
     with _stop_on_signals() as received, bar:
         while s.step < recipe.steps:
-            if received:
-                s.draw(s.rows, force=True)
+            signum = s.sync.max(received[0] if received else 0)  # all ranks stop at one step
+            if signum:
+                if s.draw is not None:
+                    s.draw(s.rows, force=True)
                 _checkpoint(s, "interrupted", seconds())
-                name = signal.Signals(received[0]).name
-                raise Interrupted(f"{name} at step {s.step:,} of {recipe.steps:,}: checkpoint "
-                                  f"saved; continue with `zoo train --resume {s.out}`",
-                                  received[0])
+                name = signal.Signals(signum).name
+                raise s.sync.own(Interrupted(
+                    f"{name} at step {s.step:,} of {recipe.steps:,}: checkpoint saved; continue "
+                    f"with `zoo train --resume {s.out}{s.sync.nproc_flag}`", signum))
             lr = recipe.lr_at(s.step)
             for group in s.optimizer.param_groups:
                 group["lr"] = lr
             idx = torch.randint(0, len(train_split), (recipe.batch_size,), generator=s.generator)
-            xb, yb = train_split.batch(idx.numpy())  # (B, T), (B,)
-            loss = train_step(s.model, s.optimizer, torch.from_numpy(xb), torch.from_numpy(yb))
-            if not math.isfinite(loss):
+            xb, yb = train_split.batch(s.sync.shard(idx).numpy())  # (B / N, T), (B / N,)
+            loss = train_step(trainer, s.optimizer, torch.from_numpy(xb).to(device),
+                              torch.from_numpy(yb).to(device), s.sync)
+            if not math.isfinite(loss):  # the mean over all ranks: every rank stops here
                 s.meta.update(status="failed", error=f"non-finite loss at step {s.step}")
-                rundir.write_json(s.out / rundir.META, s.meta)
-                raise TrainingError(f"loss became {loss} at step {s.step:,} (lr {lr:g}); the "
-                                    f"last good checkpoint in {s.out} is kept — try a lower --lr")
+                if s.sync.writer:
+                    rundir.write_json(s.out / rundir.META, s.meta)
+                raise s.sync.own(TrainingError(
+                    f"loss became {loss} at step {s.step:,} (lr {lr:g}); the last good "
+                    f"checkpoint in {s.out} is kept — try a lower --lr"))
             kept = round(loss, 6)  # as metrics.jsonl stores it: a resumed window is the same
             s.pending.append(kept)
             s.recent.append(kept)
@@ -323,14 +366,17 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
                 bar.set_postfix(loss=f"{sum(s.recent) / len(s.recent):.4f}")
             if s.step % recipe.eval_every == 0 or s.step == recipe.steps:
                 row = _evaluation(s, seconds())
-                if log is not None:
+                if log is not None and s.sync.writer:
                     line = (f"step {s.step:>7,}  train {row['train_loss']:.4f}  "
                             f"val {row['val_loss']:.4f}")
                     with bar.external_write_mode() if progress else contextlib.nullcontext():
                         log(line)
-    final = {f"{k}_loss": evaluate(s.model, s.dataset.splits[k]) for k in ("train", "val", "test")}
+    splits = ("train", "val", "test")  # rank 0 evaluates; the other ranks receive its losses
+    losses = s.sync.share([evaluate(s.model, s.dataset.splits[k]) if s.sync.writer else 0.0
+                           for k in splits])
+    final = {f"{k}_loss": loss for k, loss in zip(splits, losses, strict=True)}
     s.meta["metrics"] = final
     _checkpoint(s, "finished", seconds())
-    s.model.eval()
+    s.model.eval().cpu()  # sampling and export read it on the CPU
     return TrainResult(s.out, recipe.steps, float(s.meta["seconds"]), final, s.model,
                        s.dataset.vocab)
