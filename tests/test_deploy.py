@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -17,7 +17,7 @@ from zoo.export.contract import INT8_DYNAMIC, LAYERZOO_KEYS, QUANTIZED_KEY
 from zoo.export.onnx import export_onnx, export_run
 from zoo.export.quantize import quantize_onnx
 from zoo.export.runtime import OnnxModel
-from zoo.registry import get_registry
+from zoo.registry import ALLOW_ENV, get_registry, reset_registry
 
 Exported = Callable[[str], tuple[Path, Path]]
 ROOT = Path(zoo.__file__).resolve().parents[1]  # where the built-in plugins' sources live
@@ -25,15 +25,26 @@ VOCAB = tuple(".abcdefghijklmnopqrstuvwxyz")
 
 
 def all_presets() -> list[str]:
+    """Every preset of every installed plugin (the collection-time registry loads them all)."""
     return sorted(get_registry().presets)
 
 
-def test_third_party_preset_is_among_the_exported() -> None:
-    assert "extra-mlp" in all_presets()  # the Makefile pip-installs tests/thirdparty/extra
+@pytest.fixture
+def every_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The default registry with every installed plugin, whatever the environment allows."""
+    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    reset_registry()
+    yield
+    reset_registry()
+
+
+def test_third_party_preset_is_among_the_exported(every_plugin: None) -> None:
+    assert "extra-mlp" in get_registry().presets  # the Makefile pip-installs thirdparty/extra
 
 
 @pytest.mark.parametrize("preset", all_presets())
-def test_exported_file_carries_no_paths_or_source(preset: str, tmp_path: Path) -> None:
+def test_exported_file_carries_no_paths_or_source(preset: str, tmp_path: Path,
+                                                  every_plugin: None) -> None:
     folder = tmp_path / "home" / "alice-secret-xyzzy" / "exports"
     folder.mkdir(parents=True)
     model = build_model(preset, len(VOCAB))
