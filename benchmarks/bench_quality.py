@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_quality.py                        # every preset
     .venv/bin/python benchmarks/bench_quality.py --only transformer     # one (repeatable)
     .venv/bin/python benchmarks/bench_quality.py --set transformer:steps=3000
+    .venv/bin/python benchmarks/bench_quality.py --threads 1          # on a shared machine
 
 Trains each preset on ``../shared/data/names.txt`` (the 32,033-name corpus of the published
 makemore figures; the bundled data/names.txt when absent) with the lectures' split (seed 42),
@@ -93,7 +94,13 @@ def main() -> None:
                         help="override a preset's recipe field (repeatable)")
     parser.add_argument("--data", type=Path, default=SHARED if SHARED.exists() else None)
     parser.add_argument("--json", type=Path, help="also write the rows (and curves) here")
+    parser.add_argument("--threads", type=int, help="torch threads (on a machine shared with "
+                        "other jobs 1 is far faster: 2 threads spin waiting for each other)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     presets = args.only or sorted(get_registry().presets)
     settings = _overrides(args.set)
     rows = []

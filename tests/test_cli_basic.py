@@ -50,8 +50,9 @@ def test_plugins_lists_builtins_with_what_they_registered(cli) -> None:
     assert by_name["presets"][:4] == [VERSION, "built-in", "layerzoo", "zoo.plugins.presets"]
     assert {"bigram", "deep-bn", "mlp-bn", "mlp", "wavenet"} <= set(
         by_name["presets"][4].removeprefix("presets: ").split(", "))
-    assert list(by_name)[:7] == ["embedding", "linear", "norm", "activations", "reshape",
-                                 "dropout", "presets"]
+    assert list(by_name)[:11] == ["embedding", "linear", "norm", "activations", "reshape",
+                                  "dropout", "attention", "position", "rmsnorm", "reduce",
+                                  "presets"]
 
 
 def test_plugins_json_is_one_document_for_tools(cli) -> None:
@@ -167,7 +168,7 @@ def test_an_unknown_layer_in_a_spec_file(cli, tmp_path: Path) -> None:
     result = cli("summary", str(spec))
     assert result.exit_code == 2
     assert result.stderr == (f"error: {spec}: entry 0: unknown layer 'embeding' (did you mean "
-                             "'embedding'?)\n")
+                             "'embedding' or 'position_embedding'?)\n")
 
 
 def test_a_spec_file_syntax_error_names_file_and_line(cli, tmp_path: Path) -> None:
