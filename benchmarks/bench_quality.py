@@ -73,7 +73,8 @@ def table(rows: list[dict[str, object]]) -> str:
              "| published val |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {r['preset']} | {r['params']:,} | {r['steps']:,} | {r['seconds']:.1f} | "
-                     f"{r['train']:.4f} | {r['val']:.4f} | {r['test']:.4f} | "
+                     f"{r['cpu']:.0f} | "
+                     f"{r['train_loss']:.4f} | {r['val_loss']:.4f} | {r['test_loss']:.4f} | "
                      f"{PUBLISHED.get(str(r['preset']), '—')} |")
     return "\n".join(lines)
 
@@ -85,6 +86,11 @@ def curves(rows: list[dict[str, object]]) -> str:
                   for m in r["curve"] if "val_loss" in m]
         out.append(f"- {r['preset']} (step (time) val; {r['load']}): " + ", ".join(points))
     return "\n".join(out)
+
+
+def render(rows: list[dict[str, object]]) -> str:
+    """The table and the curves, as the README shows them."""
+    return f"{table(rows)}\n\n{curves(rows)}"
 
 
 def main() -> None:
@@ -111,7 +117,7 @@ def main() -> None:
             rows.append(run(preset, args.data, settings.get(preset, {}), Path(tmp)))
             if args.json:
                 args.json.write_text(json.dumps(rows, indent=1))
-    print(f"\n{table(rows)}\n\n{curves(rows)}\n\ntotal {time.time() - started:.0f} s; {_load()}")
+    print(f"\n{render(rows)}\n\ntotal {time.time() - started:.0f} s; {_load()}")
 
 
 if __name__ == "__main__":
