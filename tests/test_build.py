@@ -90,7 +90,7 @@ def test_the_bundled_data_has_27_symbols() -> None:
 
 @pytest.mark.parametrize("name, params", [("bigram", 729), ("mlp", 11_897),
                                           ("mlp-bn", 12_097), ("deep-bn", 46_997),
-                                          ("wavenet", 76_579)])
+                                          ("wavenet", 76_579), ("transformer", 104_091)])
 def test_preset_sizes(name: str, params: int) -> None:
     assert build_model(name, 27).num_parameters() == params
 

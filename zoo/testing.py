@@ -154,11 +154,11 @@ def check_layer(layer: LayerType | str, *, params: dict[str, Any] | None = None,
     if isinstance(layer, str):
         layer = registry.layer(layer)
     else:
-        registered = registry.layers.get(layer.name)
-        same = registered is not None and dataclasses.replace(
-            registered, plugin=layer.plugin, version=layer.version) == layer
-        if same:  # the plugin's own declaration: use the registered one, which names the plugin
-            layer = registered
+        # the plugin's own declaration (bare or qualified in the registry): use the registered
+        # one, which names the plugin
+        layer = next((r for r in registry.layers.values() if r.name == layer.name
+                      and dataclasses.replace(r, plugin=layer.plugin, version=layer.version)
+                      == layer), layer)
     registry = _kit_registry(registry, layer)
     layer = registry.layers[layer.name]
     entry = {"type": layer.name, **(params or {})}
