@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_train.py                 # everything (~12 min on 2 cores)
     .venv/bin/python benchmarks/bench_train.py --only step     # the step-cost ratio only
-    .venv/bin/python benchmarks/bench_train.py --only ttq      # time to val <= 2.10 (~2 min)
+    .venv/bin/python benchmarks/bench_train.py --only ttq      # time to val <= 2.10 (~1 min quiet)
 
 ``ttq``: the lecture recipe (plain torch, SGD batch 32, lr 0.1 then 0.01 after 150,000 steps,
 the lecture's own loop) timed over ``--ttq-lecture-steps`` steps, in two halves around the zoo
