@@ -9,11 +9,12 @@ RUN    ?= runs/demo
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml tests/thirdparty/extra/pyproject.toml
+$(STAMP): pyproject.toml tests/thirdparty/extra/pyproject.toml package.json package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet -e ./tests/thirdparty/extra
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,4 +35,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check zoo plugins export tests benchmarks data
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build *.egg-info node_modules

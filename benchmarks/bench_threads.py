@@ -1,11 +1,12 @@
 """Training steps/s under CPU contention: default thread rule vs 1 vs 2 threads.
 
-    .venv/bin/python benchmarks/bench_threads.py                  # ~6 min on 2 cores
+    .venv/bin/python benchmarks/bench_threads.py                  # ~5 min on 2 quiet cores
     .venv/bin/python benchmarks/bench_threads.py --seconds 5 --rounds 3
 
 For each model (mlp-bn, wavenet and the largest preset) and each thread setting, a fresh
 process trains for ``--seconds`` (after a warm-up) while 0, 1 or 2 other CPU-bound processes
-(busy loops) run; settings are interleaved within each load so they share its conditions.
+(busy loops) run; settings are interleaved within each load, and loads within each round, so
+they share the machine's conditions.
 Prints a markdown table of median steps/s and the slowdown with two competitors. A fresh
 process per measurement because OpenMP reads its settings once, when it starts.
 """
@@ -91,11 +92,11 @@ def main() -> None:
     print(f"uptime before: {os.getloadavg()}; cores {os.cpu_count()}", flush=True)
     rate: dict[tuple[str, str, int], list[float]] = {}
     used: dict[tuple[str, str], int] = {}
-    for load in args.loads:
-        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(load)]
-        try:
-            for _ in range(args.rounds):
+    for _ in range(args.rounds):  # loads inside rounds: a drifting background hits all alike
+        for load in args.loads:
+            hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                    for _ in range(load)]
+            try:
                 for name in models:
                     for setting in args.settings:
                         r, n = measure(name, setting, args.seconds)
@@ -103,10 +104,10 @@ def main() -> None:
                         used[name, setting] = n
                         print(f"  {name} {setting} ({n} threads) load {load}: {r:.1f} steps/s",
                               file=sys.stderr, flush=True)
-        finally:
-            for hog in hogs:
-                hog.kill()
-                hog.wait()
+            finally:
+                for hog in hogs:
+                    hog.kill()
+                    hog.wait()
     print(f"uptime after: {os.getloadavg()}")
     head = " | ".join(f"{load} other{'s' if load != 1 else ''}" for load in args.loads)
     print(f"\n| model | threads | {head} | slowdown with {max(args.loads)} | vs best quiet |")

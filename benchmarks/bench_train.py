@@ -1,7 +1,14 @@
 """Training benchmark: default recipes vs the lecture recipe, and zoo vs plain nn.Sequential.
 
-    .venv/bin/python benchmarks/bench_train.py                 # everything (~25 min on 2 cores)
+    .venv/bin/python benchmarks/bench_train.py                 # everything (~12 min on 2 cores)
     .venv/bin/python benchmarks/bench_train.py --only step     # the step-cost ratio only
+    .venv/bin/python benchmarks/bench_train.py --only ttq      # time to val <= 2.10 (~2 min)
+
+``ttq``: the lecture recipe (plain torch, SGD batch 32, lr 0.1 then 0.01 after 150,000 steps,
+the lecture's own loop) timed over ``--ttq-lecture-steps`` steps, in two halves around the zoo
+run, and scaled to 200,000 steps; against it the wall time of ``train("mlp-bn",
+recipe="fast")`` (data loading, evaluations, curves and checkpoints included). Both use the
+thread count zoo picks for the model.
 
 Reads ../shared/data/names.txt (the corpus of the published makemore figures) when present,
 else the bundled data/names.txt. Prints markdown tables for the README.
@@ -10,21 +17,25 @@ else the bundled data/names.txt. Prints markdown tables for the README.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.build import build_model
 from zoo.data import load_dataset
-from zoo.recipe import make_optimizer, resolve_recipe
+from zoo.recipe import NAMED, make_optimizer, resolve_recipe
 from zoo.spec import load_spec
+from zoo.threads import configure, step_work
 from zoo.train import train, train_step
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "names.txt"
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "names.txt"
 LECTURE = {"optimizer": "sgd", "batch_size": 32, "steps": 200_000, "lr": 0.1,
            "schedule": "step", "decay_at": 0.75, "decay": 0.1, "momentum": 0.0,
            "weight_decay": 0.0, "eval_every": 20_000}
@@ -104,9 +115,60 @@ def run(name: str, data: Path, overrides: dict) -> tuple[float, dict]:
         return time.perf_counter() - t0, result.metrics
 
 
+def lecture_seconds_per_step(data: Path, steps: int, seed: int) -> float:
+    """The lecture's training loop on its mlp-bn, timed per step (steps of 200,000 total)."""
+    ds = load_dataset(data, 3, 42)
+    xtr, ytr = (torch.from_numpy(a) for a in ds.splits["train"].arrays())
+    torch.manual_seed(seed)
+    model = plain("mlp-bn", ds.vocab.size)
+    params = list(model.parameters())
+    lossi = []
+    t0 = time.perf_counter()
+    for i in range(steps):
+        ix = torch.randint(0, xtr.shape[0], (32,))
+        loss = F.cross_entropy(model(xtr[ix]), ytr[ix])  # (32, V) vs (32,)
+        for p in params:
+            p.grad = None
+        loss.backward()
+        lr = 0.1 if i < 150_000 else 0.01
+        with torch.no_grad():
+            for p in params:
+                p += -lr * p.grad
+        lossi.append(loss.log10().item())
+    return (time.perf_counter() - t0) / steps
+
+
+def time_to_quality(data: Path, lecture_steps: int, target: float) -> None:
+    configure(step_work(12_097, 32, 3))  # the thread count zoo picks for mlp-bn
+    print(f"\nload before: {os.getloadavg()}; torch threads {torch.get_num_threads()}")
+    half = max(lecture_steps // 2, 1)
+    first = lecture_seconds_per_step(data, half, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        result = train("mlp-bn", data=data, out=Path(tmp) / "run", recipe="fast",
+                       progress=False)
+        fast = time.perf_counter() - t0
+        rows = [json.loads(line) for line in (result.path / "metrics.jsonl").open()]
+    second = lecture_seconds_per_step(data, half, 2)
+    lecture = statistics.mean([first, second]) * LECTURE["steps"]
+    reached = next((r["seconds"] for r in rows if r["val_loss"] <= target), None)
+    print(f"load after: {os.getloadavg()}")
+    print("\n| mlp-bn recipe | steps | batch | wall time (s) | val | ratio to lecture |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| lecture (SGD, batch 32; {2 * half:,} steps timed, scaled) | 200,000 | 32 | "
+          f"{lecture:.1f} | (2.1048 published) | 1.00 |")
+    print(f"| `--recipe fast` | {result.steps:,} | {NAMED['fast']['batch_size']} | {fast:.1f} | "
+          f"{result.metrics['val_loss']:.4f} | **{fast / lecture:.3f}** |")
+    if reached is not None:
+        print(f"\nval <= {target} first at {reached:.1f} s of training "
+              f"({reached / lecture:.3f} of the lecture's wall time)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["quality", "step"], default=None)
+    parser.add_argument("--only", choices=["quality", "step", "ttq"], default=None)
+    parser.add_argument("--ttq-lecture-steps", type=int, default=20_000,
+                        help="lecture steps actually timed for the time-to-quality ratio")
     parser.add_argument("--models", nargs="+", default=["mlp-bn", "wavenet"])
     parser.add_argument("--lecture-steps", type=int, default=LECTURE["steps"],
                         help="steps of the lecture recipe (200k as published)")
@@ -126,6 +188,8 @@ def main() -> None:
                 print(f"| {name} | {label} | {steps:,} | {seconds:.1f} | {m['train_loss']:.4f} "
                       f"| {m['val_loss']:.4f} | {m['test_loss']:.4f} | {PUBLISHED[name]} |",
                       flush=True)
+    if args.only in (None, "ttq"):
+        time_to_quality(data, args.ttq_lecture_steps, target=2.10)
     if args.only in (None, "step"):
         print("\n| model | batch | zoo ms/step | plain nn.Sequential ms/step | ratio (median) |")
         print("|---|---:|---:|---:|---:|")

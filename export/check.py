@@ -2,27 +2,36 @@
 
     zoo check runs/mlp-bn runs/mlp-bn/model.onnx
 
-Two promises are checked: onnxruntime's logits equal torch's (within ``atol + rtol * |torch|``)
-on every context of the run's validation split, rebuilt from the words file and seed in
-meta.json; and the same seed samples the same words through both backends.
+For an fp32 file two promises are checked: onnxruntime's logits equal torch's (within
+``atol + rtol * |torch|``) on every context of the run's validation split, rebuilt from the
+words file and seed in meta.json; and the same seed samples the same words through both
+backends. A quantised file (metadata ``layerzoo.quantized``) cannot promise either, so it is
+judged by what a user notices: its validation loss may exceed torch's by at most
+``max_loss_drift`` nats (default 0.01); the logit difference and both losses are reported.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from zoo.data import Windows, load_dataset
-from zoo.errors import ArtifactError
+from zoo.errors import ArtifactError, SpecError
 from zoo.export.runtime import OnnxModel
 from zoo.rundir import open_run
-from zoo.sampling import sample
+from zoo.sampling import MAX_SEED, sample
 
-__all__ = ["CheckResult", "check", "compare_logits", "ATOL", "RTOL"]
+if TYPE_CHECKING:
+    from zoo.registry import Registry
+
+__all__ = ["CheckResult", "check", "compare_logits", "ATOL", "RTOL", "MAX_LOSS_DRIFT"]
 
 ATOL, RTOL = 1e-5, 1e-4
+MAX_LOSS_DRIFT = 0.01  # nats of validation loss a quantised file may lose
 CHUNK = 16384  # contexts per forward pass: bounded memory on any split size
 
 
@@ -38,9 +47,24 @@ class CheckResult:
     mismatches: list[tuple[str, str]] = field(default_factory=list)  # (torch, onnxruntime)
     atol: float = ATOL
     rtol: float = RTOL
+    torch_loss: float = math.nan  # mean cross-entropy (nats) on the validation split
+    onnx_loss: float = math.nan
+    quantized: str | None = None  # the file's quantisation, None for fp32
+    max_loss_drift: float = MAX_LOSS_DRIFT
+
+    @property
+    def loss_drift(self) -> float:
+        """How much higher onnxruntime's validation loss is than torch's (nats)."""
+        return self.onnx_loss - self.torch_loss
+
+    @property
+    def loss_ok(self) -> bool:
+        return self.loss_drift <= self.max_loss_drift
 
     @property
     def ok(self) -> bool:
+        if self.quantized:
+            return self.loss_ok
         return self.logits_match and self.samples_match
 
 
@@ -58,25 +82,46 @@ def compare_logits(expected: np.ndarray, actual: np.ndarray, *, atol: float = AT
 
 
 def check(run_dir: str | Path, onnx_path: str | Path, *, samples: int = 20, seed: int = 0,
-          atol: float = ATOL, rtol: float = RTOL) -> CheckResult:
-    """Compare the run's torch model with the ONNX file: validation logits and seeded samples."""
-    run = open_run(run_dir)
+          atol: float = ATOL, rtol: float = RTOL, max_loss_drift: float = MAX_LOSS_DRIFT,
+          registry: Registry | None = None) -> CheckResult:
+    """Compare the run's torch model with the ONNX file: validation logits, losses and seeded
+    samples (the verdict for a quantised file is the loss drift alone)."""
+    if (not isinstance(max_loss_drift, (int, float)) or isinstance(max_loss_drift, bool)
+            or not math.isfinite(max_loss_drift) or max_loss_drift < 0):
+        raise SpecError(f"max_loss_drift must be a finite number >= 0 (nats), got "
+                        f"{max_loss_drift!r}", "check")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+        raise SpecError(f"seed must be an integer in [0, 2**64), got {seed!r}"[:120], "check")
+    run = open_run(run_dir, registry=registry)
     onnx_model = OnnxModel.load(onnx_path)
     if tuple(onnx_model.vocab) != tuple(run.vocab.chars) or onnx_model.context != run.spec.context:
         raise ArtifactError(f"{onnx_path} was not exported from {run.path}: its vocabulary or "
                             "context differs")
     val = _validation_split(run.path, run.meta, run.spec.context)
-    worst, ok = 0.0, True
-    for chunk, _ in val.chunks(CHUNK):  # (C, T)
-        diff, fine = compare_logits(run.model.numpy_logits(chunk), onnx_model.logits(chunk),
-                                    atol=atol, rtol=rtol)
+    worst, ok, torch_nll, onnx_nll = 0.0, True, 0.0, 0.0
+    for chunk, target in val.chunks(CHUNK):  # (C, T), (C,)
+        expected, actual = run.model.numpy_logits(chunk), onnx_model.logits(chunk)  # (C, V)
+        diff, fine = compare_logits(expected, actual, atol=atol, rtol=rtol)
         worst, ok = max(worst, diff), ok and fine
+        torch_nll += _nll(expected, target)
+        onnx_nll += _nll(actual, target)
     options = {"vocab": run.vocab.chars, "context": run.spec.context, "n": samples,
                "seed": seed}
     torch_words = sample(run.model.numpy_logits, **options)
     onnx_words = sample(onnx_model.logits, **options)
     mismatches = [(a, b) for a, b in zip(torch_words, onnx_words, strict=True) if a != b]
-    return CheckResult(len(val), worst, ok, samples, not mismatches, mismatches, atol, rtol)
+    count = max(len(val), 1)
+    return CheckResult(len(val), worst, ok, samples, not mismatches, mismatches, atol, rtol,
+                       torch_nll / count, onnx_nll / count, onnx_model.quantized,
+                       float(max_loss_drift))
+
+
+def _nll(logits: np.ndarray, target: np.ndarray) -> float:
+    """Summed cross-entropy (nats) of the targets under float logits [C, V], in float64."""
+    z = logits.astype(np.float64)  # (C, V)
+    z -= z.max(axis=1, keepdims=True)
+    log_total = np.log(np.exp(z).sum(axis=1))  # (C,)
+    return float((log_total - z[np.arange(len(z)), target]).sum())
 
 
 def _validation_split(path: Path, meta: dict, context: int) -> Windows:

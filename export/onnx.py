@@ -13,37 +13,92 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 import torch
 
 from zoo import atomic
 from zoo.build import Model
+from zoo.capture import layer_warnings
 from zoo.errors import ArtifactError
-from zoo.registry import layerzoo_version
+from zoo.export.clean import clean_proto
+from zoo.export.contract import (
+    DEFAULT_NAME,
+    FORMAT,
+    FORMAT_KEY,
+    INPUT,
+    LAYERZOO_KEYS,
+    OUTPUT,
+    make_metadata,
+)
 from zoo.rundir import Run, open_run
 
-__all__ = ["export_onnx", "export_run", "layerzoo_metadata", "FORMAT", "FORMAT_KEY",
-           "DEFAULT_NAME", "INPUT", "OUTPUT"]
+if TYPE_CHECKING:
+    from zoo.registry import Registry
 
-FORMAT_KEY, FORMAT = "layerzoo.format", "1"
-INPUT, OUTPUT = "context", "logits"
-DEFAULT_NAME = "model.onnx"
+__all__ = ["export_onnx", "export_run", "layerzoo_metadata", "check_opset", "FORMAT",
+           "FORMAT_KEY", "DEFAULT_NAME", "INT8_NAME", "INPUT", "OUTPUT", "MIN_OPSET"]
+
+INT8_NAME = "model.int8.onnx"
+MIN_OPSET = 18  # torch's exporter writes opset 18 and later
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one message: beyond it, data goes external
 
 
-def export_run(run_dir: str | Path, path: str | Path | None = None, *,
-               opset: int = 20) -> Path:
-    """Export the model of a run directory (default output: RUN/model.onnx)."""
-    run = open_run(run_dir)
-    return export_onnx(run, path if path is not None else run.path / DEFAULT_NAME, opset=opset)
+def export_run(run_dir: str | Path, path: str | Path | None = None, *, opset: int = 20,
+               int8: bool = False, registry: Registry | None = None) -> Path:
+    """Export the model of a run directory (default output: RUN/model.onnx, or
+    RUN/model.int8.onnx with ``int8``: dynamically quantised, see export/quantize.py).
+
+    Refuses, before anything is written, an unsupported ``opset`` and an output that is one of
+    the run's own files (only ``*.onnx`` names may be written inside the run directory).
+    """
+    check_opset(opset)
+    run = open_run(run_dir, registry=registry)
+    out = Path(path) if path is not None else run.path / (INT8_NAME if int8 else DEFAULT_NAME)
+    _refuse_run_file(run.path, out)
+    if not int8:
+        return export_onnx(run, out, opset=opset)
+    from zoo.export.quantize import quantize_onnx
+
+    with tempfile.TemporaryDirectory(prefix="layerzoo-export-") as tmp:
+        fp32 = export_onnx(run, Path(tmp) / DEFAULT_NAME, opset=opset)
+        return quantize_onnx(fp32, out)
+
+
+def check_opset(opset: object) -> int:
+    """``opset`` if torch's exporter and the installed onnx can both write it, else
+    ArtifactError (the exporter would silently write another version)."""
+    top = onnx.defs.onnx_opset_version()
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= top:
+        raise ArtifactError(f"opset {opset!r} is not supported: choose {MIN_OPSET}..{top} "
+                            f"(onnx {onnx.__version__})")
+    return opset
+
+
+def _refuse_run_file(run_path: Path, out: Path) -> None:
+    """An export must never replace the weights, spec or any other file the run is made of."""
+    target = out.resolve()
+    inside = target.parent == run_path.resolve()
+    same = [f for f in run_path.iterdir() if out.exists() and f.is_file()
+            and _same_file(f, out)]
+    if same or (inside and not target.name.endswith(".onnx")):
+        name = same[0].name if same else target.name
+        raise ArtifactError(f"{out} is the run's own file {name!r}; write the ONNX file "
+                            f"elsewhere or as RUN/{DEFAULT_NAME}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def export_onnx(run_or_model: Run | Model, path: str | Path, *, opset: int = 20,
@@ -75,13 +130,19 @@ def export_onnx(run_or_model: Run | Model, path: str | Path, *, opset: int = 20,
                             f"{path / DEFAULT_NAME}")
     if not path.parent.is_dir():
         raise ArtifactError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_opset(opset)
     props = layerzoo_metadata(model, chars, metrics)
-    clash = sorted(set(metadata or {}) & set(props))
+    clash = sorted(set(metadata or {}) & (set(props) | set(LAYERZOO_KEYS)))
     if clash:
         raise ArtifactError(f"metadata keys {clash} are layerzoo's own; choose other names")
     props.update({str(k): str(v) for k, v in (metadata or {}).items()})
 
     proto = _export_proto(model, opset)
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ArtifactError(f"the exporter wrote opset {written} instead of the requested "
+                            f"{opset}; choose another --opset")
+    clean_proto(proto)
     onnx.helper.set_model_props(proto, props)
     data = proto.SerializeToString()
     if len(data) > MAX_PROTO_BYTES:
@@ -100,18 +161,10 @@ def export_onnx(run_or_model: Run | Model, path: str | Path, *, opset: int = 20,
 
 def layerzoo_metadata(model: Model, chars: Sequence[str],
                       metrics: Any = None) -> dict[str, str]:
-    """The metadata_props layerzoo stores: what it takes to sample from the file alone."""
-    props = {
-        FORMAT_KEY: FORMAT,
-        "vocab": json.dumps(list(chars), ensure_ascii=False),
-        "context": str(model.context),
-        "spec": json.dumps(model.spec.to_dict(), ensure_ascii=False),
-        "versions": json.dumps({"layerzoo": layerzoo_version(), "torch": torch.__version__,
-                                "onnx": onnx.__version__}),
-    }
-    if metrics:
-        props["metrics"] = json.dumps(metrics)
-    return props
+    """The metadata_props layerzoo stores (export/contract.py): what it takes to sample from
+    the file alone."""
+    return make_metadata(chars, model.context, model.spec.to_dict(),
+                         metrics if isinstance(metrics, dict) else None)
 
 
 def _export_proto(model: Model, opset: int) -> onnx.ModelProto:
@@ -121,7 +174,7 @@ def _export_proto(model: Model, opset: int) -> onnx.ModelProto:
     was_training = model.training
     model.eval()
     try:
-        with _quiet():
+        with layer_warnings(model), _quiet():  # a layer's warnings: once, naming it
             program = torch.onnx.export(
                 model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT],
                 output_names=[OUTPUT], dynamic_shapes={INPUT: {0: "batch"}}, optimize=True,

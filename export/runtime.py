@@ -11,7 +11,6 @@ before onnxruntime sees it: a file that is not ONNX, or any tensor that points a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,18 +20,26 @@ import onnxruntime as ort
 
 from zoo import files
 from zoo.errors import ArtifactError
+from zoo.export.contract import INPUT, OUTPUT, Metadata, check_signature, read_metadata
 from zoo.sampling import sample
 
 __all__ = ["OnnxModel", "external_tensors"]
 
-FORMAT_KEY, FORMAT = "layerzoo.format", "1"
-INPUT, OUTPUT = "context", "logits"
 MAX_NESTING = 64  # subgraphs inside subgraphs: deeper than any real model, shallow for a bomb
 
-# protobuf field numbers of the onnx.proto messages that can hold a TensorProto
+# Why a hand-written walker and not onnx.load + onnx.external_data_helper: importing onnx
+# costs ~360-480 ms on top of onnxruntime and numpy (median of 5 here, loaded 2-core machine,
+# onnx 1.x), about as long as the rest of a `zoo sample -n 20`; and onnx.load itself parses
+# every tensor. The tables below are the protobuf field numbers of every onnx.proto message
+# field through which a TensorProto can be reached (tests/test_runtime.py derives that set
+# from onnx's own descriptors and checks it equals these tables):
+# ModelProto.graph/training_info/functions, TrainingInfoProto.initialization/algorithm,
+# FunctionProto.node/attribute_proto (attribute defaults), GraphProto.node/initializer/
+# sparse_initializer, NodeProto.attribute, AttributeProto.t/g/tensors/graphs/sparse_tensor/
+# sparse_tensors, SparseTensorProto.values/indices.
 _MODEL = {7: "graph", 20: "training", 25: "function"}
 _TRAINING = {1: "graph", 2: "graph"}
-_FUNCTION = {7: "node"}
+_FUNCTION = {7: "node", 11: "attribute"}
 _GRAPH = {1: "node", 5: "tensor", 15: "sparse"}
 _NODE = {5: "attribute"}
 _ATTRIBUTE = {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"}
@@ -45,13 +52,13 @@ _KINDS = {"graph": _GRAPH, "node": _NODE, "attribute": _ATTRIBUTE, "sparse": _SP
 class OnnxModel:
     """A layerzoo ONNX file in an onnxruntime session: int64 [B, T] contexts -> float32 [B, V]."""
 
-    def __init__(self, session: ort.InferenceSession, path: Path, vocab: tuple[str, ...],
-                 context: int, metadata: dict[str, str]) -> None:
+    def __init__(self, session: ort.InferenceSession, path: Path, meta: Metadata) -> None:
         self.session = session
         self.path = path
-        self.vocab = vocab
-        self.context = context
-        self.metadata = metadata
+        self.meta = meta
+        self.vocab = meta.vocab
+        self.context = meta.context
+        self.metadata = meta.props  # every metadata_prop, as stored
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
@@ -71,20 +78,24 @@ class OnnxModel:
             session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's errors share no base class
             raise ArtifactError(f"{path} is not a valid ONNX model: {_first_line(e)}") from None
-        metadata = dict(session.get_modelmeta().custom_metadata_map)
-        vocab, context = _read_metadata(metadata, path)
-        _check_signature(session, path, context, len(vocab))
-        return cls(session, path, vocab, context, metadata)
+        meta = read_metadata(session.get_modelmeta().custom_metadata_map, path)
+        check_signature(session.get_inputs(), session.get_outputs(), path, meta)
+        return cls(session, path, meta)
 
     @property
     def spec(self) -> dict[str, Any]:
         """The spec the model was built from (as ``Spec.to_dict`` wrote it)."""
-        return json.loads(self.metadata.get("spec", "{}"))
+        return self.meta.spec
 
     @property
     def metrics(self) -> dict[str, float] | None:
         """The training run's final losses, if the file carries them."""
-        return json.loads(self.metadata["metrics"]) if "metrics" in self.metadata else None
+        return self.meta.metrics
+
+    @property
+    def quantized(self) -> str | None:
+        """How the weights were quantised (``"int8-dynamic"``), or None for fp32."""
+        return self.meta.quantized
 
     def logits(self, context: np.ndarray) -> np.ndarray:
         """Next-character logits float32 [B, V] for int64 token ids [B, T]."""
@@ -101,7 +112,11 @@ class OnnxModel:
         if not len(x):
             return np.zeros((0, len(self.vocab)), np.float32)
         x = np.ascontiguousarray(x, np.int64)  # (B, T)
-        return self.session.run([OUTPUT], {INPUT: x})[0]  # (B, V) float32
+        try:
+            return self.session.run([OUTPUT], {INPUT: x})[0]  # (B, V) float32
+        except Exception as e:  # onnxruntime's errors share no base class
+            raise ArtifactError(f"{self.path}: onnxruntime failed to run the model: "
+                                f"{_first_line(e)}") from None
 
     def sample(self, n: int, **options: Any) -> list[str]:
         """``zoo.sampling.sample`` over this model's logits (same seed, same words as torch)."""
@@ -128,7 +143,8 @@ def external_tensors(data: bytes, path: Path | str = "<bytes>") -> list[str]:
     """Names of the tensors of a serialized ModelProto that keep their data in other files.
 
     Walks the protobuf wire format itself (graph initializers, node attributes, subgraphs,
-    sparse tensors, functions, training graphs), so it needs no onnx package.
+    sparse tensors, functions and their attribute defaults, training graphs), so it needs no
+    onnx package and opens no file.
     ArtifactError if ``data`` is not a well-formed protobuf message.
     """
     try:
@@ -202,48 +218,6 @@ def _varint(data: memoryview, i: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise ValueError("a varint longer than 10 bytes")
-
-
-def _read_metadata(meta: dict[str, str], path: Path) -> tuple[tuple[str, ...], int]:
-    if FORMAT_KEY not in meta or "vocab" not in meta or "context" not in meta:
-        raise ArtifactError(f"{path} has no layerzoo metadata; export it with `zoo export`")
-    if meta[FORMAT_KEY] != FORMAT:
-        raise ArtifactError(f"{path} has layerzoo format {meta[FORMAT_KEY]!r}; this layerzoo "
-                            f"reads format {FORMAT!r} (upgrade layerzoo)")
-    try:
-        vocab = json.loads(meta["vocab"])
-        context = int(meta["context"])
-        for key in ("spec", "metrics", "versions"):
-            if key in meta:
-                json.loads(meta[key])
-    except ValueError as e:
-        raise ArtifactError(f"{path} has corrupted layerzoo metadata ({e}); export it again "
-                            "with `zoo export`") from None
-    if (not isinstance(vocab, list) or len(vocab) < 2 or vocab[0] != "."
-            or not all(isinstance(c, str) and len(c) == 1 for c in vocab)
-            or len(set(vocab)) != len(vocab) or context < 1):
-        raise ArtifactError(f"{path} has corrupted layerzoo metadata (vocab or context); export "
-                            "it again with `zoo export`")
-    return tuple(vocab), context
-
-
-def _check_signature(session: ort.InferenceSession, path: Path, context: int,
-                     size: int) -> None:
-    ins, outs = session.get_inputs(), session.get_outputs()
-    want_in, want_out = f"{INPUT} int64 [batch, {context}]", f"{OUTPUT} float32 [batch, {size}]"
-    if (len(ins) != 1 or ins[0].name != INPUT or ins[0].type != "tensor(int64)"
-            or not _fits(ins[0].shape, context)):
-        got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in ins)
-        raise ArtifactError(f"{path} takes [{got}]; a layerzoo model takes {want_in}")
-    if (len(outs) != 1 or outs[0].name != OUTPUT or outs[0].type != "tensor(float)"
-            or not _fits(outs[0].shape, size)):
-        got = ", ".join(f"{o.name} {o.type} {o.shape}" for o in outs)
-        raise ArtifactError(f"{path} gives [{got}]; a layerzoo model gives {want_out}")
-
-
-def _fits(shape: list[Any], width: int) -> bool:
-    """[batch, width], where a symbolic (str/None) width is accepted too."""
-    return len(shape) == 2 and (not isinstance(shape[1], int) or shape[1] == width)
 
 
 def _first_line(error: BaseException) -> str:

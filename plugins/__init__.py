@@ -11,5 +11,9 @@ DEFAULT_PLUGINS = (
     "zoo.plugins.activations",
     "zoo.plugins.reshape",
     "zoo.plugins.dropout",
+    "zoo.plugins.attention",
+    "zoo.plugins.position",
+    "zoo.plugins.rmsnorm",
+    "zoo.plugins.reduce",
     "zoo.plugins.presets",
 )

@@ -22,7 +22,8 @@ class LinearParams:
         "kaiming", "weights ~ N(0, s): s = gain/sqrt(fan_in), gain*sqrt(2/(fan_in+fan_out)), "
                    "gain, or all zeros")
     gain: float | Literal["auto"] = param(
-        "auto", "init gain; 'auto' takes the gain of the next nonlinearity (5/3 for tanh)")
+        "auto", "init gain; 'auto' takes the gain of the next nonlinearity (5/3 for tanh)",
+        min=0.0)
     scale: float | None = param(None, "multiply the initial weights; default 0.1 on the last "
                                       "linear, 1 elsewhere", min=0.0)
 

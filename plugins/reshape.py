@@ -48,6 +48,7 @@ FLATTEN = LayerType(
     params=NoParams,
     shape=lambda s, p, pl: (math.prod(s),),
     build=lambda s, p, pl: nn.Flatten(1),
+    reduction=True,
 )
 
 FLATTEN_CONSECUTIVE = LayerType(

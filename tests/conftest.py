@@ -24,12 +24,31 @@ VENV_BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No plugin env vars, and the process-wide registry reloaded before and after the test."""
-    monkeypatch.delenv(ALLOW_ENV, raising=False)
+    """Only the built-in plugins load (``LAYERZOO_LOAD_PLUGINS=""``), strict mode off, and the
+    default registry reloaded before and after the test.
+
+    Tests of exact messages and outputs use it (the ``cli`` and ``zoo_subprocess`` fixtures
+    do), so they hold whatever else is installed; ``allow_plugins("extra")`` and
+    ``fake_install`` let named third-party plugins in.
+    """
+    monkeypatch.setenv(ALLOW_ENV, "")
     monkeypatch.delenv(STRICT_ENV, raising=False)
     reset_registry()
     yield
     reset_registry()
+
+
+@pytest.fixture
+def allow_plugins(monkeypatch: pytest.MonkeyPatch,
+                  fresh_registry: None) -> Callable[..., None]:
+    """``allow_plugins("extra")``: also load these installed third-party plugins."""
+
+    def allow(*names: str) -> None:
+        current = [n for n in os.environ.get(ALLOW_ENV, "").split(",") if n]
+        monkeypatch.setenv(ALLOW_ENV, ",".join([*current, *names]))
+        reset_registry()
+
+    return allow
 
 
 def _write_dist(site: Path, package: Path) -> list[str]:
@@ -57,25 +76,34 @@ def _write_dist(site: Path, package: Path) -> list[str]:
     return modules
 
 
+def entry_points_of(package: Path) -> list[str]:
+    """The layerzoo entry-point names a plugin package declares."""
+    project = tomllib.loads((package / "pyproject.toml").read_text(encoding="utf-8"))
+    return list(project["project"].get("entry-points", {}).get("layerzoo", {}))
+
+
 @pytest.fixture
 def fake_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                 fresh_registry: None) -> Iterator[Callable[..., Path]]:
+                 allow_plugins: Callable[..., None]) -> Iterator[Callable[..., Path]]:
     """``fake_install("hook_raises", ...)``: put plugin packages on sys.path as if pip-installed.
 
-    Names are folders of tests/thirdparty/broken (or paths to any plugin package). Returns the
-    site folder, for PYTHONPATH in a subprocess. Their modules are unloaded afterwards.
+    Names are folders of tests/thirdparty/broken (or paths to any plugin package); their entry
+    points are added to LAYERZOO_LOAD_PLUGINS. Returns the site folder, for PYTHONPATH in a
+    subprocess. Their modules are unloaded afterwards.
     """
     site = tmp_path / "site"
     site.mkdir()
     loaded: list[str] = []
 
     def install(*packages: str | Path) -> Path:
+        names = []
         for package in packages:
             path = Path(package) if Path(package).is_absolute() else BROKEN / package
             loaded.extend(_write_dist(site, path))
+            names += entry_points_of(path)
         monkeypatch.syspath_prepend(str(site))  # also invalidates the import caches
         importlib.invalidate_caches()
-        reset_registry()
+        allow_plugins(*names)
         return site
 
     yield install
@@ -84,8 +112,11 @@ def fake_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.fixture
-def cli() -> Callable[..., Result]:
-    """Run the ``zoo`` CLI in-process: ``cli("summary", "mlp-bn")`` -> click Result."""
+def cli(fresh_registry: None) -> Callable[..., Result]:
+    """Run the ``zoo`` CLI in-process: ``cli("summary", "mlp-bn")`` -> click Result.
+
+    Only the built-in plugins load unless the test allows more (see ``fresh_registry``).
+    """
     from zoo.cli import main
 
     def run(*args: str, env: dict[str, str] | None = None) -> Result:
@@ -98,13 +129,16 @@ def cli() -> Callable[..., Result]:
 
 
 @pytest.fixture
-def zoo_subprocess(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    """Run the installed ``zoo`` script in a subprocess (cwd tmp_path), extra env on top."""
+def zoo_subprocess(tmp_path: Path,
+                   fresh_registry: None) -> Callable[..., subprocess.CompletedProcess]:
+    """Run the installed ``zoo`` script in a subprocess (cwd tmp_path), extra env on top.
+
+    Its plugins are the test's (see ``fresh_registry``): the built-ins unless it allows more.
+    """
 
     def run(*args: str, env: dict[str, str] | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
-        full = {k: v for k, v in os.environ.items() if k not in (ALLOW_ENV, STRICT_ENV)}
-        full.update(env or {})
+        full = {**os.environ, **(env or {})}
         return subprocess.run([str(VENV_BIN / "zoo"), *args], capture_output=True, text=True,
                               env=full, cwd=cwd or tmp_path, timeout=120)
 

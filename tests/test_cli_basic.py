@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from pathlib import Path
 
 import pytest
 
+from zoo.plugins import DEFAULT_PLUGINS
 from zoo.registry import get_registry
 
 VERSION = importlib.metadata.version("layerzoo")
@@ -31,19 +33,38 @@ def test_layers_lists_every_layer_with_plugin_version_and_parameters(cli) -> Non
            "weights ~ N(0, s): s = gain/sqrt(fan_in), gain*sqrt(2/(fan_in+fan_out)), gain, " \
            "or all zeros" in lines
     assert f"tanh  [activations {VERSION}]  tanh(x); init gain 5/3" in heads
+    # bounds and defaults, as validation enforces them
+    assert ("    n: an integer >= 1, default 2 — how many consecutive positions to merge"
+            in lines)
+    assert ("    p: a finite number >= 0 and <= 1, default 0.1 — probability of zeroing each "
+            "feature while training") in lines
 
 
 def test_plugins_lists_builtins_with_what_they_registered(cli) -> None:
     result = cli("plugins")
-    assert result.exit_code == 0
-    rows = [line.split(None, 3) for line in result.stdout.splitlines()]
-    assert rows[0] == ["plugin", "version", "kind", "registered"]
+    assert result.exit_code == 0 and result.stderr == ""
+    rows = [line.split(None, 5) for line in result.stdout.splitlines()]
+    assert rows[0] == ["plugin", "version", "kind", "distribution", "module", "registered"]
     by_name = {r[0]: r[1:] for r in rows[1:]}
-    assert by_name["norm"] == [VERSION, "built-in", "layers: batchnorm, layernorm"]
-    assert by_name["presets"] == [VERSION, "built-in",
-                                  "presets: bigram, deep-bn, mlp-bn, mlp, wavenet"]
-    assert list(by_name)[:7] == ["embedding", "linear", "norm", "activations", "reshape",
-                                 "dropout", "presets"]
+    assert by_name["norm"] == [VERSION, "built-in", "layerzoo", "zoo.plugins.norm",
+                               "layers: batchnorm, layernorm"]
+    assert by_name["presets"][:4] == [VERSION, "built-in", "layerzoo", "zoo.plugins.presets"]
+    assert {"bigram", "deep-bn", "mlp-bn", "mlp", "wavenet"} <= set(
+        by_name["presets"][4].removeprefix("presets: ").split(", "))
+    assert list(by_name)[:len(DEFAULT_PLUGINS)] == [m.rsplit(".", 1)[-1]
+                                                    for m in DEFAULT_PLUGINS]
+
+
+def test_plugins_json_is_one_document_for_tools(cli) -> None:
+    result = cli("plugins", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+    doc = json.loads(result.stdout)
+    assert doc["problems"] == []
+    norm = next(p for p in doc["plugins"] if p["plugin"] == "norm")
+    assert norm == {"plugin": "norm", "status": "ok", "builtin": True,
+                    "distribution": "layerzoo", "version": VERSION, "entry_point": None,
+                    "module": "zoo.plugins.norm", "layers": ["batchnorm", "layernorm"],
+                    "presets": [], "error": None, "clashes": []}
 
 
 def test_presets_lists_the_zoo_with_sizes(cli) -> None:
@@ -92,6 +113,48 @@ def test_summary_options_and_spec_files(cli, tmp_path: Path) -> None:
     assert result.stdout.splitlines()[-1].split() == ["total", f"{27 * 3 + 6 * 27 + 27:,}"]
 
 
+def test_qualified_names_on_the_command_line_and_in_specs(cli, tmp_path: Path) -> None:
+    plain = cli("summary", "mlp").stdout.splitlines()
+    qualified = cli("summary", "presets:mlp").stdout.splitlines()
+    assert qualified[0] == "presets:mlp: context 3, vocabulary 27"
+    assert qualified[1:] == plain[1:]
+    spec = tmp_path / "q.toml"
+    spec.write_text('[model]\nlayers = [{ type = "embedding:embedding", dim = 3 }, '
+                    '"reshape:flatten", "activations:tanh", "linear"]\n', encoding="utf-8")
+    result = cli("summary", str(spec))
+    assert result.exit_code == 0
+    assert [ln.split()[2] for ln in result.stdout.splitlines()[3:6]] == [
+        "(embedding)", "(flatten)", "(tanh)"]  # labels use the name a user would write
+    wrong = cli("summary", "presest:mlp")
+    assert wrong.exit_code == 2 and wrong.stderr == (
+        "error: unknown preset 'presest:mlp': no plugin named 'presest' (did you mean "
+        "'presets'?); `zoo presets` lists presets\n")
+
+
+def test_a_preset_wins_over_a_file_of_the_same_name_here(cli, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    """A bare word is a preset if one is registered; ./NAME (or a path) is always the file."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "mlp"  # a run directory (spec.json inside) named like a preset
+    run.mkdir()
+    (run / "spec.json").write_text(json.dumps(
+        {"model": {"context": 2, "layers": [{"type": "embedding", "dim": 3}, "flatten",
+                                            "linear"]}}), encoding="utf-8")
+    (run / "vocab.json").write_text(json.dumps(list(".abc")), encoding="utf-8")
+    assert cli("summary", "mlp").stdout.splitlines()[0] == "mlp: context 3, vocabulary 27"
+    trained = cli("train", "./mlp", "--steps", "1")
+    assert trained.exit_code == 2 and trained.stderr == (
+        "error: mlp is a run directory, not a spec: give mlp/spec.json to train its spec "
+        "anew, or `zoo train --resume mlp` to continue it\n")
+    (tmp_path / "tiny").write_text('[model]\nlayers = ["embedding", "flatten", "linear"]\n',
+                                   encoding="utf-8")
+    result = cli("summary", "tiny")  # no preset is called that: the file
+    assert result.exit_code == 0 and result.stdout.startswith("tiny: context 3")
+    (tmp_path / "empty").mkdir()
+    empty = cli("summary", "empty")
+    assert empty.exit_code == 2 and "empty is a directory, not a spec file" in empty.stderr
+
+
 def test_a_typo_in_a_preset_name_is_one_line_with_did_you_mean(cli) -> None:
     result = cli("summary", "wavnet")
     assert result.exit_code == 2 and result.stdout == ""
@@ -101,11 +164,11 @@ def test_a_typo_in_a_preset_name_is_one_line_with_did_you_mean(cli) -> None:
 
 def test_an_unknown_layer_in_a_spec_file(cli, tmp_path: Path) -> None:
     spec = tmp_path / "typo.json"
-    spec.write_text('{"model": {"layers": ["embeding", "flatten", "linear"]}}')
+    spec.write_text('{"model": {"layers": ["embedding", "flatten", "layernrom", "linear"]}}')
     result = cli("summary", str(spec))
     assert result.exit_code == 2
-    assert result.stderr == (f"error: {spec}: entry 0: unknown layer 'embeding' (did you mean "
-                             "'embedding'?)\n")
+    assert result.stderr == (f"error: {spec}: entry 2: unknown layer 'layernrom' (did you mean "
+                             "'layernorm'?)\n")
 
 
 def test_a_spec_file_syntax_error_names_file_and_line(cli, tmp_path: Path) -> None:

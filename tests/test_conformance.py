@@ -8,13 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from zoo import LayerType, NoParams
+from zoo import LayerType, NoParams, ShapeError, param
 from zoo.registry import get_registry
 from zoo.testing import ConformanceError, check_layer
 
-# spec parameters a layer needs to sit anywhere but last (a new layer needs none, or a line here)
-EXAMPLE_PARAMS = {"linear": {"out": 8}}
+# spec parameters a layer needs (a new layer needs none, or a line here)
+EXAMPLE_PARAMS = {"linear": {"out": 8}, "causal_self_attention": {"heads": 2}}
 LAYERS = sorted(get_registry().layers)
+# what a layer may receive, tried in turn: the kit's default, then a sequence whose feature size
+# most head counts divide, then features only
+SHAPES = [None, (4, 8), (8,)]
+CHECKS = ["shapes", "forward", "gradients", "weights", "batch independence"]
 
 
 def _export_available() -> bool:
@@ -25,24 +29,73 @@ def _export_available() -> bool:
     return True
 
 
+def _conforms(name: str):
+    """check_layer on the first input shape the layer accepts (a ConformanceError on a built
+    model is a real failure; one that no surrounding model could be built for tries on)."""
+    builds = []
+    for shape in SHAPES:
+        try:
+            return check_layer(name, params=EXAMPLE_PARAMS.get(name), in_shape=shape)
+        except ConformanceError as e:
+            if "fails the build check" not in str(e):
+                raise
+            builds.append(str(e))
+    pytest.fail(" | ".join(builds))
+
+
 @pytest.mark.parametrize("name", LAYERS)
 def test_every_registered_layer_conforms(name: str) -> None:
     if not _export_available():
         pytest.skip("zoo.export.onnx is not importable: the ONNX part of the kit cannot run")
-    report = check_layer(name, params=EXAMPLE_PARAMS.get(name))
-    assert report.passed == ["shapes", "forward", "gradients", "weights", "onnx"]
-    assert report.skipped == {}
     layer = get_registry().layer(name)
-    if layer.takes_tokens:
-        assert report.forms == ["tokens"]
-    else:  # every built-in feature layer but flatten_consecutive takes [B, C] as well
-        assert "[B, T, C]" in report.forms
-        assert ("[B, C]" in report.forms) == (name != "flatten_consecutive")
+    missing = [p.name for p in layer.parameters() if p.required] if name not in EXAMPLE_PARAMS \
+        else []
+    if missing:
+        pytest.skip(f"{name} needs {missing} and has no line in EXAMPLE_PARAMS")
+    report = _conforms(name)
+    sequence = "[B, T, C]" in report.forms or ("tokens" in report.forms and report.context > 1)
+    causal = ["causality"] if layer.causal and sequence else []
+    assert report.passed == [*CHECKS, *causal, "onnx"]
+    assert report.skipped == ({} if not layer.causal or sequence else
+                              {"causality": "the layer was not checked on a sequence"})
+    assert report.forms and (report.forms == ["tokens"]) == layer.takes_tokens
 
 
 def test_the_registry_covers_the_builtins_and_the_installed_plugin() -> None:
-    assert {"linear", "batchnorm", "embedding", "flatten_consecutive", "swish",
-            "hardswishish"} <= set(LAYERS)
+    assert {"linear", "batchnorm", "embedding", "flatten_consecutive", "causal_self_attention",
+            "position_embedding", "last", "mean", "swish", "hardswishish"} <= set(LAYERS)
+
+
+def test_builtin_sequence_layers_declare_what_the_kit_checks() -> None:
+    registry = get_registry()
+    assert registry.layer("causal_self_attention").causal
+    assert registry.layer("position_embedding").causal
+    assert {n for n in ("flatten", "last", "mean") if registry.layer(n).reduction} == {
+        "flatten", "last", "mean"}
+
+
+def test_an_author_chooses_the_feature_size_and_sequence_length() -> None:
+    report = check_layer("causal_self_attention", params={"heads": 4}, in_shape=(16, 32),
+                         onnx=False)
+    assert report.context == 16 and report.forms[0] == "[B, T, C]"
+    assert report.spec[0] == {"type": "conformance_embedding", "dim": 32}
+    assert "causality" in report.passed and "batch independence" in report.passed
+    with pytest.raises(ConformanceError, match="4 heads do not divide the feature size 6"):
+        check_layer("causal_self_attention", params={"heads": 4}, onnx=False)
+    features = check_layer("tanh", in_shape=(5,), onnx=False)
+    assert features.forms == ["[B, C]"] and features.context == 1
+    with pytest.raises(ValueError, match="in_shape must be"):
+        check_layer("tanh", in_shape=(2, 3, 4), onnx=False)
+
+
+def test_the_kit_needs_no_builtin_layer() -> None:
+    """The surrounding model is the kit's own: a registry with only the layer under test works."""
+    from zoo.registry import Registry
+
+    empty = Registry()
+    report = check_layer(_layer("alone", lambda s, p, pl: nn.Linear(s[-1], s[-1])),
+                         registry=empty, onnx=False)
+    assert report.passed == CHECKS
 
 
 # -- the kit catches broken layers -------------------------------------------------------------
@@ -84,14 +137,38 @@ class ForgetfulNorm(nn.Module):
         return x - self.running
 
 
+class BatchAsTime(nn.Module):
+    """An LSTM that takes the batch axis for time (batch_first left False on [B, T, C])."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(features, features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0]  # (B, T, C), B read as time
+
+
+class PeekAhead(nn.Module):
+    """Adds the next position: not causal, though it says so."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.roll(x, -1, dims=1)  # (B, T, C)
+
+
 class DropoutInEval(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.dropout(x, 0.5, training=True)
 
 
-def _layer(name: str, build, shape=lambda s, p, pl: s) -> LayerType:
+def _layer(name: str, build, shape=lambda s, p, pl: s, causal: bool = False) -> LayerType:
     return LayerType(name=name, doc="broken on purpose", params=NoParams, shape=shape,
-                     build=build)
+                     build=build, causal=causal)
+
+
+def _sequence_only(s, p, pl):
+    if len(s) != 2:
+        raise ShapeError(f"expects [B, T, C], got {s}")
+    return s
 
 
 @pytest.mark.parametrize("layer, message", [
@@ -111,6 +188,12 @@ def _layer(name: str, build, shape=lambda s, p, pl: s) -> LayerType:
     (_layer("noisy", lambda s, p, pl: DropoutInEval()),
      "layer 'noisy' fails the forward check: eval mode is not deterministic: two calls on the "
      "same input differ (is something random left on in eval mode?)"),
+    (_layer("batch_as_time", lambda s, p, pl: BatchAsTime(s[-1]), _sequence_only),
+     "layer 'batch_as_time' fails the batch independence check: entry 1 (batch_as_time): in "
+     "eval mode changing row 0 of the batch changed the output of the other rows"),
+    (_layer("peek", lambda s, p, pl: PeekAhead(), _sequence_only, causal=True),
+     "layer 'peek' fails the causality check: entry 1 (peek) declares itself causal, but "
+     "changing the inputs after position 0 changed its output at or before position 0"),
 ], ids=lambda v: v.name if isinstance(v, LayerType) else "")
 def test_the_kit_catches_a_broken_layer(layer: LayerType, message: str) -> None:
     with pytest.raises(ConformanceError) as e:
@@ -122,18 +205,27 @@ def test_the_kit_catches_a_broken_layer(layer: LayerType, message: str) -> None:
 def test_the_same_layer_done_right_passes() -> None:
     fixed = _layer("fixed", lambda s, p, pl: nn.Linear(s[-1], s[-1]))
     report = check_layer(fixed, onnx=False)
-    assert report.passed == ["shapes", "forward", "gradients", "weights"]
+    assert report.passed == CHECKS
     assert report.spec[1] == {"type": "fixed"} and report.forms == ["[B, T, C]", "[B, C]"]
     assert "fixed" not in get_registry().layers  # checked in a copy of the registry
+    peek_fixed = _layer("peek_fixed", lambda s, p, pl: PeekAhead(), _sequence_only)
+    assert check_layer(peek_fixed, onnx=False).passed == CHECKS  # not declared causal
 
 
 def test_a_layer_that_needs_params_says_so() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Needs:
+        width: int = param(doc="a required width", min=1)
+
+    needy = LayerType(name="needy", doc="needs a width", params=Needs, shape=lambda s, p, pl: s,
+                      build=lambda s, p, pl: nn.Identity())
     with pytest.raises(ConformanceError) as e:
-        check_layer("linear", onnx=False)
+        check_layer(needy, onnx=False)
     assert str(e.value).startswith(
-        "layer 'linear' (plugin 'linear') fails the build check: no surrounding model could be "
-        "built (pass params= or spec=): ")
-    assert "key 'out' is missing" in str(e.value)
+        "layer 'needy' fails the build check: no surrounding model could be built (pass "
+        "params=, in_shape= or spec=): ")
+    assert "key 'width' is missing" in str(e.value)
+    assert check_layer(needy, params={"width": 3}, onnx=False).passed == CHECKS
 
 
 def test_a_given_spec_is_used_as_is() -> None:

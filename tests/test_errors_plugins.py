@@ -1,13 +1,17 @@
 """Bad-input matrix, plugins: each broken plugin of tests/thirdparty/broken through the CLI.
 
 By default a broken plugin is isolated: the commands still work, a warning line names the
-plugin and the reason, and the built-in layers and presets still build. In strict mode
-(``LAYERZOO_STRICT_PLUGINS=1`` or ``zoo --strict-plugins``) it is one clear error, exit 2.
+plugin, its distribution and the reason, and the built-in layers and presets still build. In
+strict mode (``LAYERZOO_STRICT_PLUGINS=1`` or ``zoo --strict-plugins``) a plugin that failed is
+one clear error, exit 2. A plugin reusing a built-in name has not failed: it is warned about
+once in both modes, and its layer is reachable only by its qualified name.
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
+from pathlib import Path
 
 import pytest
 from matrix import assert_clean_error, snapshot
@@ -16,23 +20,23 @@ from zoo.build import build_model
 from zoo.registry import Registry
 
 BUILTIN_PRESETS = ["bigram", "deep-bn", "mlp", "mlp-bn", "wavenet"]
-TANH_FREE = {"bigram"}  # the only built-in preset a contested 'tanh' leaves buildable
-BOTH = "'activations' and 'duplicate'"
 
-# package folder -> (plugin name, what the warning / strict error says after the name, or None
-# for a plugin that loads fine and fails only when its layer is built)
+# package folder -> (plugin name, what the warning says after the plugin's name or None for a
+# plugin that loads fine and fails only when its layer is built, and whether it failed)
 BROKEN = {
     "import_error": ("broken_import", "failed to load: ModuleNotFoundError: No module named "
-                     "'layerzoo_missing_dependency'"),
+                     "'layerzoo_missing_dependency'", True),
     "hook_raises": ("broken_hook", "raised in layerzoo_register_layers: ValueError: the layer "
-                    "table is corrupt"),
-    "duplicate": ("duplicate", f"layer 'tanh' is registered by more than one plugin: {BOTH}"),
+                    "table is corrupt", True),
+    "duplicate": ("duplicate", "layer 'tanh' is a built-in name: this plugin's is reachable "
+                  "only as 'duplicate:tanh'", False),
     "bad_declaration": ("bad_declaration", "invalid layer 'BadLayer': name 'BadLayer' is not "
-                        "snake_case"),
-    "build_raises": ("broken_build", None),
+                        "snake_case", True),
+    "build_raises": ("broken_build", None, False),
 }
 PACKAGES = sorted(BROKEN)
-FAILING = [p for p in PACKAGES if BROKEN[p][1] is not None]
+WARNED = [p for p in PACKAGES if BROKEN[p][1] is not None]
+FAILING = [p for p in PACKAGES if BROKEN[p][2]]
 STRICT = [pytest.param(["--strict-plugins"], None, id="flag"),
           pytest.param([], {"LAYERZOO_STRICT_PLUGINS": "1"}, id="env")]
 EXPLODE = {"model": {"layers": ["embedding", "flatten", "explode", "linear"]}}
@@ -45,8 +49,11 @@ def warnings_of(stderr: str) -> list[str]:
 
 
 def names_the_plugin(line: str, package: str) -> None:
-    plugin, reason = BROKEN[package]
-    assert f"'{plugin}'" in line and reason in line, line
+    plugin, reason, _ = BROKEN[package]
+    dist = f"layerzoo-{package.replace('_', '-')}"
+    assert f"plugin '{plugin}' (" in line and reason in line, line
+    assert "0.0.1, entry point" in line and "layerzoo" in line, line
+    assert dist in line or "layerzoo-broken-" in line, line
     assert "Traceback" not in line
 
 
@@ -58,7 +65,7 @@ def test_listing_still_works_and_names_the_broken_plugin(cli, fake_install, pack
     fake_install(package)
     result = cli(command)
     assert result.exit_code == 0, result.output
-    plugin, reason = BROKEN[package]
+    plugin, reason, failed = BROKEN[package]
     lines = warnings_of(result.stderr)
     if reason is None:  # registers fine: listed like any other plugin, nothing to warn about
         assert lines == []
@@ -68,9 +75,9 @@ def test_listing_still_works_and_names_the_broken_plugin(cli, fake_install, pack
         names_the_plugin(line, package)
     for builtin in ("embedding", "linear", "batchnorm", "flatten_consecutive"):
         assert builtin in result.stdout
-    if command == "plugins" and package not in ("duplicate", "build_raises"):
+    if command == "plugins" and reason is not None:
         row = next(ln for ln in result.stdout.splitlines() if ln.startswith(plugin + " "))
-        assert "FAILED" in row and reason.split(":")[0] in row
+        assert ("FAILED: " if failed else "CLASH: ") + reason.split(":")[0] in row
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -78,49 +85,81 @@ def test_builtin_presets_still_build(cli, fake_install, package):
     fake_install(package)
     reg = Registry.load()
     for preset in BUILTIN_PRESETS:
-        if package == "duplicate" and preset not in TANH_FREE:
-            continue
-        assert build_model(preset, 27, registry=reg).num_parameters() > 0
+        model = build_model(preset, 27, registry=reg)
+        assert all(reg.plugins[e.layer.plugin].builtin for e in model.entries)
     listing = cli("presets")
     assert listing.exit_code == 0
-    invalid = {ln.split()[0] for ln in listing.stdout.splitlines() if " invalid " in ln}
-    assert invalid == (set(BUILTIN_PRESETS) - TANH_FREE if package == "duplicate" else set())
+    assert not [ln for ln in listing.stdout.splitlines() if " invalid " in ln]
     summary = cli("summary", "bigram")
     assert summary.exit_code == 0 and summary.stdout.splitlines()[-1].split() == ["total", "729"]
 
 
-@pytest.mark.parametrize("package", FAILING)
+@pytest.mark.parametrize("package", WARNED)
 def test_summary_of_a_builtin_preset_warns_once_and_succeeds(cli, fake_install, package):
     fake_install(package)
-    result = cli("summary", "mlp" if package != "duplicate" else "bigram")
+    result = cli("summary", "mlp")
     assert result.exit_code == 0, result.output
     (line,) = warnings_of(result.stderr)
     names_the_plugin(line, package)
 
 
-def test_contested_name_is_an_error_naming_both_plugins_where_it_is_used(cli, fake_install,
-                                                                          tmp_path):
-    fake_install("duplicate")
-    result = cli("summary", "mlp-bn")
+def _sharing(root: Path, *plugins: str) -> list[Path]:
+    """Plugin packages that each register a layer named 'shared'."""
+    out = []
+    for name in plugins:
+        package = root / name
+        package.mkdir()
+        (package / "pyproject.toml").write_text(textwrap.dedent(f"""
+            [project]
+            name = "layerzoo-{name}"
+            version = "0.{len(out) + 1}"
+            [project.entry-points.layerzoo]
+            {name} = "zoo_t_{name}"
+            [tool.setuptools]
+            py-modules = ["zoo_t_{name}"]
+        """), encoding="utf-8")
+        (package / f"zoo_t_{name}.py").write_text(textwrap.dedent("""
+            from torch import nn
+            from zoo import LayerType, hookimpl
+            @hookimpl
+            def layerzoo_register_layers(register):
+                register(LayerType(name="shared", shape=lambda s, p, pl: s, gain=1.0,
+                                   build=lambda s, p, pl: nn.Identity()))
+        """), encoding="utf-8")
+        out.append(package)
+    return out
+
+
+def test_a_name_two_plugins_share_is_refused_where_it_is_used(cli, fake_install, tmp_path):
+    fake_install(*_sharing(tmp_path, "alpha", "beta"))
+    spec = tmp_path / "shared.toml"
+    spec.write_text('[model]\nlayers = ["embedding", "flatten", "shared", "linear"]\n')
+    result = cli("summary", str(spec))
     assert result.exit_code == 2 and result.stdout == ""
     warning, error = result.stderr.splitlines()
-    assert warning.startswith("warning: ") and BOTH in warning
-    assert error.startswith("error: preset 'mlp-bn'") and "entry 4: layer 'tanh' is " \
-        f"registered by both {BOTH}; uninstall one, or pick one with LAYERZOO_LOAD_PLUGINS" in error
+    sources = ("plugin 'alpha' (layerzoo-alpha 0.1, entry point alpha = zoo_t_alpha) and plugin "
+               "'beta' (layerzoo-beta 0.2, entry point beta = zoo_t_beta)")
+    assert warning == (f"warning: layer 'shared' is registered by {sources}; the bare name is "
+                       "refused, write 'alpha:shared' or 'beta:shared'")
+    assert error == (f"error: {spec}: entry 2: layer 'shared' is ambiguous: it is registered by "
+                     f"{sources}; write 'alpha:shared' or 'beta:shared'")
     before = snapshot(tmp_path)
     out = tmp_path / "run"
-    trained = cli("train", "mlp", "--out", str(out), "--steps", "1")
-    assert trained.exit_code == 2 and f"registered by both {BOTH}" in trained.stderr
+    trained = cli("train", str(spec), "--out", str(out), "--steps", "1")
+    assert trained.exit_code == 2 and "write 'alpha:shared' or 'beta:shared'" in trained.stderr
     assert snapshot(tmp_path) == before and not out.exists()
+    spec.write_text('[model]\nlayers = ["embedding", "flatten", "beta:shared", "linear"]\n')
+    assert cli("summary", str(spec)).exit_code == 0
 
 
-def test_all_broken_plugins_at_once_are_each_reported(cli, fake_install):
+def test_all_broken_plugins_at_once_are_each_reported(cli, fake_install, allow_plugins):
     fake_install(*PACKAGES)
+    allow_plugins("extra")
     result = cli("plugins")
     assert result.exit_code == 0
     lines = warnings_of(result.stderr)
-    assert len(lines) == len(FAILING)
-    for package in FAILING:
+    assert lines == [f"warning: {p}" for p in Registry.load().problems()]
+    for package in WARNED:
         names_the_plugin(next(ln for ln in lines if f"'{BROKEN[package][0]}'" in ln), package)
     assert cli("summary", "extra-mlp").exit_code == 0  # a good third-party plugin still works
 
@@ -133,15 +172,17 @@ def test_all_broken_plugins_at_once_are_each_reported(cli, fake_install):
 def test_strict_mode_is_one_clear_error(cli, fake_install, package, command, args, env):
     fake_install(package)
     result = cli(*args, *command, env=env)
-    plugin, reason = BROKEN[package]
-    if reason is None:  # nothing failed to load: strict mode has nothing to refuse
-        assert result.exit_code == 0 and result.stderr == ""
+    plugin, reason, failed = BROKEN[package]
+    if not failed:  # nothing failed to load: strict mode has nothing to refuse
+        assert result.exit_code == 0
+        if reason is None:
+            assert result.stderr == ""
+        else:
+            names_the_plugin(*warnings_of(result.stderr), package)
         return
-    line = assert_clean_error(result, f"'{plugin}'", reason,
-                              "(strict mode: LAYERZOO_STRICT_PLUGINS)")
+    assert_clean_error(result, f"plugin '{plugin}' (", reason,
+                       "(strict mode: LAYERZOO_STRICT_PLUGINS)")
     assert result.stdout == ""
-    if package == "duplicate":
-        assert BOTH in line
 
 
 @pytest.mark.parametrize("args,env", [pytest.param([], None, id="default"), *STRICT])
@@ -158,3 +199,11 @@ def test_layer_whose_build_raises_is_one_line_naming_entry_and_plugin(
     assert_clean_error(result, str(spec), "entry 2 (explode)", "plugin 'broken_build'",
                        "RuntimeError: out of cheese")
     assert snapshot(tmp_path) == before and not out.exists()
+
+
+@pytest.mark.parametrize("command", [["layers"], ["plugins"], ["--strict-plugins", "summary",
+                                                               "mlp"]])
+def test_a_strict_setting_that_is_not_yes_or_no_is_one_clear_error(cli, command):
+    result = cli(*command, env={"LAYERZOO_STRICT_PLUGINS": "maybe"})
+    assert_clean_error(result, "LAYERZOO_STRICT_PLUGINS='maybe': expected 1, true, yes or on")
+    assert result.stdout == ""

@@ -4,6 +4,7 @@ is refused with one line (exit status 2 from ``zoo sample``) before onnxruntime 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from onnx import external_data_helper
 
 from zoo.errors import ArtifactError
 from zoo.export.runtime import OnnxModel, external_tensors
+from zoo.registry import get_registry
 from zoo.rundir import open_run
 from zoo.sampling import sample
 
@@ -184,3 +186,116 @@ def test_external_tensor_walker_agrees_with_onnx(mlp_bn: tuple[Path, Path]) -> N
     found = [t.name for t in external_data_helper._get_all_tensors(bad)
              if external_data_helper.uses_external_data(t)]
     assert len(external_tensors(bad.SerializeToString())) == len(found) == 1
+
+
+def test_external_data_walker_covers_every_place_a_tensor_can_live() -> None:
+    """Derive from onnx's own schema every message field through which a TensorProto can be
+    reached, and check the hand-written walker's tables name exactly those."""
+    from zoo.export import runtime
+
+    reaches: dict[str, bool] = {}
+
+    def can_reach(descriptor) -> bool:
+        if descriptor.full_name not in reaches:
+            reaches[descriptor.full_name] = descriptor.name == "TensorProto"  # cycles: no
+            reaches[descriptor.full_name] = descriptor.name == "TensorProto" or any(
+                f.message_type is not None and can_reach(f.message_type)
+                for f in descriptor.fields)
+        return reaches[descriptor.full_name]
+
+    needed, seen, todo = set(), set(), [onnx.ModelProto.DESCRIPTOR]
+    while todo:
+        message = todo.pop()
+        if message.full_name in seen or message.name == "TensorProto":
+            continue
+        seen.add(message.full_name)
+        for f in message.fields:
+            if f.message_type is not None and can_reach(f.message_type):
+                needed.add((message.name, f.number))
+                todo.append(f.message_type)
+    tables = {"ModelProto": runtime._MODEL, "TrainingInfoProto": runtime._TRAINING,
+              "FunctionProto": runtime._FUNCTION, "GraphProto": runtime._GRAPH,
+              "NodeProto": runtime._NODE, "AttributeProto": runtime._ATTRIBUTE,
+              "SparseTensorProto": runtime._SPARSE}
+    covered = {(name, number) for name, table in tables.items() for number in table}
+    assert covered == needed
+    assert ("FunctionProto", 11) in needed  # attribute defaults of local functions
+
+
+def _function_default_external(proto: onnx.ModelProto, location: str) -> bytes:
+    """mlp-bn plus a local function whose attribute DEFAULT is an external tensor, used."""
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    default = onnx.helper.make_attribute("value", onnx.numpy_helper.from_array(
+        np.zeros((), np.float32), "default"))
+    external_data_helper.set_external_data(default.t, location=location, offset=0, length=4)
+    default.t.data_location = onnx.TensorProto.EXTERNAL
+    default.t.ClearField("raw_data")
+    constant = onnx.helper.make_node("Constant", [], ["y"])
+    constant.attribute.append(onnx.AttributeProto(name="value", ref_attr_name="value",
+                                                  type=onnx.AttributeProto.TENSOR))
+    function = onnx.helper.make_function("local", "Zero", [], ["y"], [constant],
+                                         [onnx.helper.make_opsetid("", 20)])
+    function.attribute_proto.append(default)
+    proto.functions.append(function)
+    proto.opset_import.append(onnx.helper.make_opsetid("local", 1))
+    last = proto.graph.node[-1]
+    last.output[0] = "pre_logits"
+    proto.graph.node.append(onnx.helper.make_node("Zero", [], ["zero"], domain="local"))
+    proto.graph.node.append(onnx.helper.make_node("Add", ["pre_logits", "zero"], ["logits"]))
+    return proto.SerializeToString()
+
+
+def test_function_attribute_default_with_external_data_opens_no_file(
+        mlp_bn: tuple[Path, Path], zoo_subprocess, tmp_path: Path) -> None:
+    # a FIFO would block forever if anything opened it: the test would time out
+    os.mkfifo(tmp_path / "weights.bin")
+    path = tmp_path / "sneaky.onnx"
+    path.write_bytes(_function_default_external(onnx.load(mlp_bn[1]), "weights.bin"))
+    with pytest.raises(ArtifactError, match="external data"):
+        OnnxModel.load(path)
+    out = zoo_subprocess("sample", str(path), cwd=tmp_path)
+    assert out.returncode == 2 and "external data" in out.stderr and out.stdout == ""
+
+
+def test_onnxruntime_failure_while_running_names_the_file(mlp_bn: tuple[Path, Path], cli,
+                                                          tmp_path: Path) -> None:
+    proto = onnx.load(mlp_bn[1])
+    reshape = next(n for n in proto.graph.node if n.op_type == "Reshape")
+    shape = next(t for t in proto.graph.initializer if t.name == reshape.input[1])
+    wrong = onnx.numpy_helper.to_array(shape).copy()
+    wrong[-1] += 1  # the width no longer divides: onnxruntime fails inside session.run
+    shape.CopyFrom(onnx.numpy_helper.from_array(wrong, shape.name))
+    path = tmp_path / "broken.onnx"
+    onnx.save(proto, path)
+    with pytest.raises(ArtifactError, match="onnxruntime failed to run the model"):
+        OnnxModel.load(path).sample(3)
+    result = cli("sample", str(path), "-n", "3")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert str(path) in result.stderr and "onnxruntime failed" in result.stderr
+
+
+@pytest.mark.parametrize("preset", sorted(get_registry().presets))
+def test_torch_and_onnxruntime_give_identical_words(preset: str, exported: Exported) -> None:
+    run_dir, path = exported(preset)
+    run, model = open_run(run_dir), OnnxModel.load(path)
+    for options in ({}, {"top_k": 3, "temperature": 0.7, "start": 11},
+                    {"prefix": model.vocab[1], "temperature": 1.5}):
+        words = torch_words(run_dir, n=300, **options)
+        assert model.sample(300, seed=0, **options) == words
+        assert len(words) == 300 and run.vocab.chars == model.vocab
+
+
+def test_zoo_sample_start_and_n_are_index_stable(mlp_bn: tuple[Path, Path], cli) -> None:
+    ten = cli("sample", str(mlp_bn[1]), "-n", "10", "--seed", "7").stdout.splitlines()
+    five = cli("sample", str(mlp_bn[1]), "-n", "5", "--seed", "7").stdout.splitlines()
+    later = cli("sample", str(mlp_bn[1]), "-n", "5", "--seed", "7", "--start", "5")
+    assert len(ten) == 10 and five == ten[:5] and later.stdout.splitlines() == ten[5:]
+
+
+@pytest.mark.parametrize("seed", ["18446744073709551616", "-1"])
+def test_zoo_sample_seed_out_of_range_is_one_line(mlp_bn: tuple[Path, Path], cli,
+                                                  seed: str) -> None:
+    result = cli("sample", str(mlp_bn[1]), "--seed", seed)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "seed must be an integer in [0, 2**64)" in result.stderr
+    assert result.stderr.count("\n") == 1

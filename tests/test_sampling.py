@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 
 from zoo.errors import ArtifactError, DataError, SpecError
-from zoo.sampling import sample
+from zoo.sampling import sample, sample_text, uniforms
 
 VOCAB = tuple(".abcde")
 CONTEXT = 3
@@ -157,3 +159,76 @@ def test_sampling_never_imports_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- index-stable random numbers (issue 9.2) ---------------------------------------------------
+
+def reference_u(seed: int, i: int, step: int) -> float:
+    """The generator of zoo/sampling.py's docstring in plain Python integers (mod 2**64)."""
+    mask, golden = (1 << 64) - 1, 0x9E3779B97F4A7C15
+
+    def mix64(z: int) -> int:
+        z ^= z >> 30
+        z = (z * 0xBF58476D1CE4E5B9) & mask
+        z ^= z >> 27
+        z = (z * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    key = mix64(mix64((seed + golden) & mask) ^ i)
+    return (mix64((key + (step + 1) * golden) & mask) >> 11) * 2.0**-53
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**63, 2**64 - 1])
+def test_uniforms_follow_the_documented_generator(seed: int) -> None:
+    index = np.array([0, 1, 7, 2**32 + 5, 2**64 - 1], np.uint64)
+    for step in (0, 1, 63):
+        got = uniforms(seed, index, step)
+        assert got.tolist() == [reference_u(seed, int(i), step) for i in index]
+        assert ((got >= 0) & (got < 1)).all()
+
+
+def test_words_depend_on_their_index_only() -> None:
+    ten = draw(n=10)
+    assert draw(n=5) == ten[:5]
+    assert draw(start=5, n=5) == ten[5:]
+    assert draw(start=3, n=1) == ten[3:4]
+
+
+def test_chunking_does_not_change_the_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    import zoo.sampling
+
+    words = draw(n=50, prefix="a", top_k=3)
+    monkeypatch.setattr(zoo.sampling, "CHUNK", 7)
+    assert draw(n=50, prefix="a", top_k=3) == words
+
+
+def test_streamed_text_is_the_words_one_per_line() -> None:
+    for options in ({}, {"prefix": "ab", "max_length": 4}, {"top_k": 2, "start": 9}):
+        settings = {"vocab": VOCAB, "context": CONTEXT, "n": 300, "seed": 3, **options}
+        text = "".join(sample_text(hashed_logits, **settings))
+        assert text == "".join(w + "\n" for w in sample(hashed_logits, **settings))
+
+
+@pytest.mark.parametrize("temperature", [1e-310, 5e-324, 1e-30, 1e300])
+def test_any_finite_positive_temperature_works_without_warnings(temperature: float) -> None:
+    with warnings.catch_warnings(), np.errstate(all="warn"):
+        warnings.simplefilter("error")
+        words = draw(temperature=temperature, n=20)
+    if temperature < 1e-20:
+        assert words == draw(top_k=1, n=20)  # vanishing temperature: the greedy word
+    assert all(set(w) <= set(VOCAB[1:]) for w in words)
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"seed": 2**64}, "seed must be an integer in [0, 2**64)"),
+    ({"seed": -1}, "seed must be an integer in [0, 2**64)"),
+    ({"start": 2**64 - 1, "n": 2}, "start + n must be at most 2**64"),
+    ({"start": -1}, "start must be an integer"),
+])
+def test_seed_and_start_out_of_range_are_refused(options: dict, fragment: str) -> None:
+    with pytest.raises(SpecError, match=re.escape(fragment)):
+        draw(**options)
+
+
+def test_top_seed_and_last_index_work() -> None:
+    assert len(draw(seed=2**64 - 1, start=2**64 - 3, n=3)) == 3

@@ -16,10 +16,12 @@ from click.testing import CliRunner
 from safetensors.torch import load_file
 
 import zoo.train
-from zoo import rundir
+from zoo import curves, rundir
 from zoo.build import build_model
 from zoo.cli import main
+from zoo.data import default_words_file
 from zoo.errors import ArtifactError, SpecError, TrainingError
+from zoo.recipe import resolve_recipe
 from zoo.train import Interrupted, train
 
 FAST = {"steps": 60, "eval_every": 20, "batch_size": 32}
@@ -216,3 +218,164 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     assert meta["status"] == "interrupted" and meta["step"] >= 50
     tensors, ckpt = rundir.read_tensors(out / rundir.CHECKPOINT)
     assert int(ckpt["step"]) == meta["step"]
+
+
+# -- extending a run, curves, threads, bad input (issue 12) ---------------------------------
+
+
+def cli_error(args: list[str]) -> str:
+    """Run the CLI expecting a one-line error with exit status 2; return the line."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0, result.output
+    return result.output.strip()
+
+
+def test_eval_every_defaults_to_20_evaluations_and_rows_hold_every_step(tmp_path):
+    run = train("mlp-bn", out=tmp_path / "run", progress=False,
+                overrides={"steps": 60, "batch_size": 32})
+    rows = metrics(run.path)
+    assert [r["step"] for r in rows] == list(range(3, 61, 3))
+    assert len(curves.stream(rows)) == 60
+    # train_loss is the mean of the last RECENT steps, not of everything since step 0
+    last = curves.stream(rows)[-curves.RECENT:]
+    assert rows[-1]["train_loss"] == pytest.approx(sum(last) / len(last), abs=1e-5)
+
+
+def test_loss_stream_and_windows_survive_an_interruption(tmp_path):
+    full = train("mlp-bn", out=tmp_path / "full", overrides=FAST, progress=False)
+
+    def interrupt(step: int, loss: float) -> None:
+        if step == 29:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        train("mlp-bn", out=tmp_path / "cut", overrides=FAST, progress=False, on_step=interrupt)
+    # an interrupted run already has its curves
+    assert (tmp_path / "cut" / rundir.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    train(out=tmp_path / "cut", resume=True, progress=False)
+
+    def untimed(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in metrics(path)]
+
+    assert untimed(tmp_path / "cut") == untimed(full.path)  # window means and stream alike
+
+
+def test_resume_with_more_steps_extends_the_schedule(tmp_path):
+    out = tmp_path / "run"
+    train("mlp-bn", out=out, overrides=FAST, progress=False)
+    result = train(out=out, resume=True, overrides={"steps": 100}, progress=False)
+    assert result.steps == 100
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [20, 40, 60, 80, 100]
+    assert len(curves.stream(rows)) == 100
+    stretched = resolve_recipe({**FAST, "steps": 100})
+    assert rows[3]["lr"] == pytest.approx(stretched.lr_at(79))
+    assert json.loads((out / rundir.SPEC).read_text())["train"]["steps"] == 100
+    meta = json.loads((out / rundir.META).read_text())
+    assert meta["extended"] == [{"at": 60, "from": 60, "to": 100}]
+    assert meta["status"] == "finished"
+    # not the run trained for 100 steps from the start: its first 60 followed another schedule
+    direct = train("mlp-bn", out=tmp_path / "direct", overrides={**FAST, "steps": 100},
+                   progress=False)
+    assert direct.metrics != result.metrics
+
+
+def test_extending_keeps_about_20_evaluations_when_eval_every_was_not_set(tmp_path):
+    out = tmp_path / "run"
+    train("mlp-bn", out=out, overrides={"steps": 40, "batch_size": 32}, progress=False)
+    train(out=out, resume=True, overrides={"steps": 80}, progress=False)
+    assert [r["step"] for r in metrics(out)] == list(range(2, 41, 2)) + list(range(44, 81, 4))
+
+
+def test_resume_refuses_shrinking_a_spec_and_data_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    train("mlp-bn", out=out, overrides=FAST, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    line = cli_error(["train", "--resume", str(out), "--steps", "30"])
+    assert "--steps 30" in line and "at step 60" in line
+    line = cli_error(["train", "wavenet", "--resume", str(out)])
+    assert "drop SPEC wavenet" in line
+    line = cli_error(["train", "--resume", str(out), "--data", "x.txt"])
+    assert "drop --data x.txt" in line
+    line = cli_error(["train", "--resume", str(out), "--lr", "0.1"])
+    assert "only --steps may extend it (drop lr)" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_garbled_metrics_file_on_resume_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    train("mlp-bn", out=out, overrides=FAST, progress=False)
+    (out / rundir.METRICS).write_bytes(b"\xff\xfe garbage\n{\"step\": 20}\n")
+    line = cli_error(["train", "--resume", str(out), "--steps", "80"])
+    assert str(out / rundir.METRICS) in line and "not UTF-8" in line
+    (out / rundir.METRICS).write_text("{\"step\": 20, \nnot json\n{\"step\": 40}\n")
+    line = cli_error(["train", "--resume", str(out), "--steps", "80"])
+    assert f"{out / rundir.METRICS}:1: corrupted line" in line
+
+
+def test_resume_from_another_folder_finds_a_relative_words_file(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    words = default_words_file().read_text(encoding="utf-8").split()[:500]
+    (tmp_path / "a" / "words.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "a")
+    train("mlp", data="words.txt", out="run", overrides=FAST, progress=False)
+    meta = json.loads((tmp_path / "a" / "run" / rundir.META).read_text())
+    assert meta["data"]["path"] == str(tmp_path / "a" / "words.txt")
+    monkeypatch.chdir(tmp_path)
+    result = train(out="a/run", resume=True, overrides={"steps": 80}, progress=False)
+    assert result.steps == 80
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--threads", "0"], "--threads 0: expected an integer >= 1"),
+    (["--seed", str(2**64)], "train.seed: expected an integer >= 0 and <= "
+                             "18,446,744,073,709,551,615"),
+    (["--batch-size", "100000"], "train.batch_size: expected an integer >= 1 and <= 65536"),
+    (["--recipe", "fsat"], "no named recipe 'fsat' (did you mean 'fast'?)"),
+])
+def test_bad_training_options_are_one_line_before_any_run_directory(tmp_path, args, fragment):
+    out = tmp_path / "run"
+    assert fragment in cli_error(["train", "mlp", "--out", str(out), *args])
+    assert not out.exists()
+
+
+def test_threads_option_reaches_torch_and_the_run(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        run = train("mlp", out=tmp_path / "run", overrides=FAST, threads=2, progress=False)
+        assert torch.get_num_threads() == 2
+        assert json.loads((run.path / rundir.META).read_text())["threads"] == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_log_receives_a_line_per_evaluation_even_with_a_progress_bar(tmp_path):
+    lines: list[str] = []
+    train("mlp", out=tmp_path / "run", overrides=FAST, progress=True, log=lines.append)
+    assert [line.split()[1] for line in lines] == ["20", "40", "60"]
+
+
+def test_sgd_without_lr_trains_with_sgds_default(tmp_path):
+    run = train("mlp-bn", out=tmp_path / "run", progress=False,
+                overrides={**FAST, "optimizer": "sgd"})
+    recipe = json.loads((run.path / rundir.SPEC).read_text())["train"]
+    assert (recipe["lr"], recipe["momentum"], recipe["nesterov"]) == (0.1, 0.9, False)
+
+
+def test_plotting_leaves_matplotlibs_backend_alone():
+    code = ("import matplotlib, sys; matplotlib.use('svg'); from zoo.curves import plot_png; "
+            "row = {'step': 2, 'lr': 0.1, 'train_loss': 3.0, 'val_loss': 3.1, 'losses': [3, 3]};"
+            "png = plot_png([row]); assert png[:4] == b'\\x89PNG', png[:8]; "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
+            "assert 'matplotlib.pyplot' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_importing_the_runtime_changes_no_environment_and_imports_no_torch():
+    code = ("import os, sys; before = dict(os.environ); import zoo, zoo.export.runtime; "
+            "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items()); "
+            "assert 'torch' not in sys.modules")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MKL_")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -1,13 +1,16 @@
 """Assembly: a validated spec becomes a ``Model`` with shapes inferred and weights initialised.
 
 Shapes flow from the model input, token ids ``[B, T]``, through each entry's shape function;
-nothing in a spec states an input size. Two entries that disagree are both named.
+nothing in a spec states an input size. Two entries that disagree are both named. A residual
+block (``x + f(x)``) is no module of its own: the model keeps one flat list of layer modules
+(weights named ``layers.N.*`` whatever the nesting) and adds each block's input back where the
+block ends.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,7 @@ from zoo.layer import Place, Shape
 from zoo.registry import Registry, get_registry
 from zoo.spec import Entry, Spec, expand, load_spec
 
-__all__ = ["Model", "SummaryRow", "build_model", "max_params", "MAX_PARAMS"]
+__all__ = ["Model", "SummaryRow", "build_model", "block_edges", "max_params", "MAX_PARAMS"]
 
 MAX_PARAMS = 50_000_000  # the default limit; LAYERZOO_MAX_PARAMS, read at each build, overrides
 MAX_PARAMS_ENV = "LAYERZOO_MAX_PARAMS"
@@ -54,6 +57,7 @@ class SummaryRow:
     layer: str
     shape: Shape
     params: int
+    depth: int = 0  # how many residual blocks it sits in
 
 
 class Model(nn.Module):
@@ -72,14 +76,36 @@ class Model(nn.Module):
         self.context = spec.context
         self.entries = entries
         self.shapes = shapes
+        self.edges = block_edges(entries)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
-        return self.layers(context)  # (B, T) int64 -> (B, V) logits
+        x, saved = context, []  # (B, T) int64; the inputs of the open residual blocks
+        for layer, (opened, closed) in zip(self.layers, self.edges, strict=True):
+            saved.extend([x] * len(opened))
+            x = layer(x)
+            for _ in range(closed):
+                x = saved.pop() + x  # x + f(x), same shape (checked when built)
+        return x  # (B, V) logits
 
     def summary(self) -> list[SummaryRow]:
-        """Each layer with its output shape (batch left out) and parameter count."""
-        return [SummaryRow(e.label, e.layer.name, s, sum(p.numel() for p in m.parameters()))
-                for e, s, m in zip(self.entries, self.shapes, self.layers, strict=False)]
+        """Each layer with its output shape (batch left out) and parameter count; a residual
+        block comes first as a row of its own (its parameters the sum of its layers'), then its
+        layers one level deeper."""
+        rows: list[SummaryRow] = []
+        open_rows: list[int] = []  # indices in rows of the blocks open at this entry
+        for e, shape, m, (opened, closed) in zip(self.entries, self.shapes, self.layers,
+                                                 self.edges, strict=True):
+            for label in opened:
+                open_rows.append(len(rows))
+                rows.append(SummaryRow(label, "residual", shape, 0, len(open_rows) - 1))
+            n = sum(p.numel() for p in m.parameters())
+            rows.append(SummaryRow(e.label, e.layer.name, shape, n, len(e.blocks)))
+            for i in open_rows:
+                rows[i] = replace(rows[i], params=rows[i].params + n)
+            for _ in range(closed):
+                i = open_rows.pop()
+                rows[i] = replace(rows[i], shape=shape)
+        return rows
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -115,13 +141,50 @@ def _places(entries: list[Entry], vocab_size: int, context: int) -> list[Place]:
     return places[::-1]
 
 
+def block_edges(entries: list[Entry]) -> list[tuple[tuple[str, ...], int]]:
+    """Per entry: the residual blocks that open at it (outermost first) and how many close
+    after it. Block labels are unique, so comparing the ``blocks`` of neighbours suffices."""
+    def common(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    edges = []
+    for i, entry in enumerate(entries):
+        before = entries[i - 1].blocks if i else ()
+        after = entries[i + 1].blocks if i + 1 < len(entries) else ()
+        edges.append((entry.blocks[common(before, entry.blocks):],
+                      len(entry.blocks) - common(entry.blocks, after)))
+    return edges
+
+
+def _reduction_hint(registry: Registry | None) -> str:
+    """The fix for a model that still has a time axis, named from the registered reductions."""
+    names = [n for n, t in (registry.layers.items() if registry else ()) if t.reduction]
+    if not names:
+        return "; add a layer that reduces the time axis before the last linear"
+    quoted = [repr(n) for n in names]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+    return f"; add a {listed} before the last linear to reduce the time axis"
+
+
 def infer_shapes(entries: list[Entry], places: list[Place], context: int,
-                 vocab_size: int, source: str) -> list[Shape]:
-    """Each entry's output shape; SpecError naming the entries that disagree."""
+                 vocab_size: int, source: str,
+                 registry: Registry | None = None) -> list[Shape]:
+    """Each entry's output shape; SpecError naming the entries (or residual block) that
+    disagree. ``registry`` names the reductions in the hint for a missing one."""
     shape: Shape = (context,)
     tokens, producer = True, "the model input (token ids)"
     shapes = []
-    for entry, place in zip(entries, places, strict=False):
+    blocks: list[tuple[str, Shape]] = []  # open residual blocks: label, input shape
+    for entry, place, (opened, closed) in zip(entries, places, block_edges(entries),
+                                              strict=True):
+        for label in opened:
+            if tokens:
+                raise SpecError(f"{label} would add token ids to features: a residual block "
+                                "must come after the embedding", source)
+            blocks.append((label, shape))
         if entry.layer.takes_tokens != tokens:
             want = "token ids" if entry.layer.takes_tokens else "features"
             have = "token ids" if tokens else f"features of shape {shape}"
@@ -143,10 +206,17 @@ def infer_shapes(entries: list[Entry], places: list[Place], context: int,
                             f"shape {out!r}; expected a tuple of positive integers", source)
         shapes.append(out)
         shape, tokens, producer = out, False, entry.label
+        for _ in range(closed):
+            label, given = blocks.pop()
+            if shape != given:
+                raise SpecError(f"{label}: its layers change the shape from {given} to {shape}, "
+                                "but a residual block adds its input to its output (x + f(x)) "
+                                "and must give back the shape it was given", source)
+            producer = label
     if shape != (vocab_size,):
         raise SpecError(f"the model must end with logits of shape ({vocab_size},) for a "
                         f"{vocab_size}-symbol vocabulary, but {producer} gives {shape}"
-                        + ("; add a 'flatten' before the last linear" if len(shape) > 1
+                        + (_reduction_hint(registry) if len(shape) > 1
                            else "; end with a 'linear' (its 'out' defaults to the vocabulary)"),
                         source)
     return shapes
@@ -183,7 +253,7 @@ def build_model(spec: Any, vocab_size: int, *, context: int | None = None,
                         spec.source)
     entries = expand(spec, registry)
     places = _places(entries, vocab_size, spec.context)
-    shapes = infer_shapes(entries, places, spec.context, vocab_size, spec.source)
+    shapes = infer_shapes(entries, places, spec.context, vocab_size, spec.source, registry)
     with torch.device("meta"):  # count parameters before allocating any
         size = sum(p.numel() for m in _build_layers(entries, places, spec.context, shapes,
                                                     spec.source) for p in m.parameters())

@@ -10,12 +10,16 @@ import os
 import sys
 import tomllib
 import unicodedata
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from zoo.errors import SpecError, ZooError
+
+if TYPE_CHECKING:
+    from zoo.registry import Registry
 
 EXIT_USAGE = 2
 MAX_MESSAGE = 2000  # characters of one error line; the rest is counted, not printed
@@ -96,16 +100,30 @@ def main(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
     ctx.meta["zoo.strict"] = True if strict_plugins else None
 
 
-def registry(ctx: click.Context):
-    """Load the plugins once per command and warn about the ones that failed."""
-    from zoo.registry import load_plugins
+def registry(ctx: click.Context, *, lenient: bool = False) -> Registry:
+    """The command's own registry (honouring --strict-plugins), loaded once; warns on stderr.
+
+    Commands pass it to the library explicitly: nothing depends on a process-wide default.
+    ``lenient`` loads it without strict mode, for the command that diagnoses plugins.
+    """
+    from zoo.registry import PluginWarning, Registry
 
     if "zoo.registry" not in ctx.meta:
-        reg = load_plugins(strict=ctx.meta.get("zoo.strict"))
+        # for this command: warnings print as one "warning: ..." line; plugin problems are
+        # printed below, once (a library default registry would repeat them)
+        ctx.with_resource(warnings.catch_warnings())
+        warnings.showwarning = _warning_line
+        warnings.filterwarnings("ignore", category=PluginWarning)
+        reg = Registry.load(strict=False if lenient else ctx.meta.get("zoo.strict"))
         for problem in reg.problems():
             click.echo(f"warning: {problem}", err=True)
         ctx.meta["zoo.registry"] = reg
     return ctx.meta["zoo.registry"]
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 @main.command("layers")
@@ -118,12 +136,18 @@ def layers_cmd(ctx: click.Context) -> None:
 
 
 @main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for tools.")
 @click.pass_context
-def plugins_cmd(ctx: click.Context) -> None:
-    """List every plugin, built-in or installed, with version and what it registered."""
+def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List every plugin with its distribution, version, entry point and what it registered.
+
+    A plugin with a problem (failed, or names reachable only qualified) is marked; the
+    command exits 0, in strict mode too: it is where a strict failure is diagnosed.
+    """
     from zoo import report
 
-    click.echo(report.plugins(registry(ctx)))
+    reg = registry(ctx, lenient=True)
+    click.echo(report.plugins_json(reg) if as_json else report.plugins(reg))
 
 
 @main.command("presets")
@@ -133,16 +157,9 @@ def plugins_cmd(ctx: click.Context) -> None:
 def presets_cmd(ctx: click.Context, vocab: int) -> None:
     """List the model zoo: every registered preset."""
     from zoo import report
-    from zoo.build import build_model
 
     reg = registry(ctx)
-    sizes = {}
-    for name in reg.presets:
-        try:
-            sizes[name] = f"{build_model(name, vocab, registry=reg).num_parameters():,}"
-        except ZooError:
-            sizes[name] = "invalid"
-    click.echo(report.presets(reg, sizes))
+    click.echo(report.presets(reg, report.preset_sizes(reg, vocab)))
 
 
 @main.command("summary")
@@ -153,12 +170,17 @@ def presets_cmd(ctx: click.Context, vocab: int) -> None:
               help="Override the spec's context length.")
 @click.pass_context
 def summary_cmd(ctx: click.Context, spec: str, vocab: int | None, context: int | None) -> None:
-    """Print each layer of SPEC (a preset, spec file or run directory) with shapes and sizes."""
+    """Print each layer of SPEC (a preset, spec file or run directory) with shapes and sizes.
+
+    A registered preset wins over a file of the same name in the current folder: write
+    ./NAME for the file.
+    """
     from zoo import report, rundir
     from zoo.build import build_model
+    from zoo.spec import names_file
 
     reg = registry(ctx)
-    if rundir.is_run_dir(spec):
+    if names_file(spec, reg) and rundir.is_run_dir(spec):
         run_vocab = rundir.read_vocab(Path(spec))
         spec_obj: Any = rundir.read_spec(Path(spec))
         vocab = vocab or run_vocab.size
@@ -214,6 +236,9 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
               sets: tuple[str, ...], threads: int | None, samples: int,
               progress: bool | None) -> None:
     """Train SPEC (a preset or spec file; default mlp-bn) on a words file."""
+    from zoo.threads import reproducible
+
+    reproducible()  # before torch is imported: OpenMP reads its settings once
     from zoo.train import Interrupted, train
 
     reg = registry(ctx)
@@ -255,22 +280,30 @@ def recipe_cmd() -> None:
 @main.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="The .onnx file to write [default: RUN/model.onnx].")
-@click.option("--opset", type=click.IntRange(min=18), default=20, show_default=True,
-              help="ONNX opset version.")
+              help="The .onnx file to write [default: RUN/model.onnx, RUN/model.int8.onnx "
+                   "with --int8].")
+@click.option("--opset", type=int, default=20, show_default=True, help="ONNX opset version.")
+@click.option("--int8", is_flag=True,
+              help="Write a dynamically quantised int8 file (RUN may also be an fp32 .onnx).")
 @click.pass_context
-def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int) -> None:
+def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int,
+               int8: bool) -> None:
     """Export RUN's model to one self-contained ONNX file (eval mode, dynamic batch)."""
     from collections import Counter
 
     import onnx
 
-    from zoo.export.onnx import export_run
+    from zoo.export.onnx import INT8_NAME, check_opset, export_run
 
-    registry(ctx)
-    path = export_run(run, output, opset=opset)
+    check_opset(opset)
+    if int8 and run.suffix == ".onnx" and not run.is_dir():
+        from zoo.export.quantize import quantize_onnx
+
+        path = quantize_onnx(run, output if output is not None else run.with_name(INT8_NAME))
+    else:
+        path = export_run(run, output, opset=opset, int8=int8, registry=registry(ctx))
     ops = Counter(n.op_type for n in onnx.load(path, load_external_data=False).graph.node)
-    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes)")
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes{', int8' if int8 else ''})")
     click.echo("ops: " + ", ".join(f"{op} x{count}" if count > 1 else op
                                    for op, count in ops.items()))
 
@@ -278,8 +311,10 @@ def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int) -
 @main.command("sample")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-n", "count", type=click.IntRange(min=0), default=20, show_default=True,
-              help="How many words.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+              help="How many words (streamed: any number).")
+@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Index of the first word: --start 5 -n 5 gives words 5..9 of -n 10.")
+@click.option("--seed", type=int, default=0, show_default=True, help="In [0, 2**64).")
 @click.option("--temperature", type=float, default=1.0, show_default=True,
               help="Divide the logits by this (> 0; lower is more conservative).")
 @click.option("--top-k", type=click.IntRange(min=1), default=None,
@@ -288,26 +323,30 @@ def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int) -
 @click.option("--max-length", type=click.IntRange(min=1), default=64, show_default=True,
               help="Cut words at this many characters.")
 @click.pass_context
-def sample_cmd(ctx: click.Context, source: Path, count: int, seed: int, temperature: float,
-               top_k: int | None, prefix: str, max_length: int) -> None:
+def sample_cmd(ctx: click.Context, source: Path, count: int, start: int, seed: int,
+               temperature: float, top_k: int | None, prefix: str, max_length: int) -> None:
     """Sample words from SOURCE: a .onnx file (onnxruntime, no torch) or a run directory."""
-    from zoo.sampling import sample
+    from zoo.sampling import sample_text
 
     if source.is_dir():
         from zoo.rundir import open_run
 
-        registry(ctx)
-        run = open_run(source)
+        run = open_run(source, registry=registry(ctx))
         logits_fn, vocab, context = run.model.numpy_logits, run.vocab.chars, run.spec.context
     else:
         from zoo.export.runtime import OnnxModel
 
         model = OnnxModel.load(source)
         logits_fn, vocab, context = model.logits, model.vocab, model.context
-    words = sample(logits_fn, vocab=vocab, context=context, n=count, seed=seed,
-                   temperature=temperature, top_k=top_k, prefix=prefix, max_length=max_length)
-    if words:
-        click.echo("\n".join(words))
+    chunks = sample_text(logits_fn, vocab=vocab, context=context, n=count, seed=seed,
+                         start=start, temperature=temperature, top_k=top_k, prefix=prefix,
+                         max_length=max_length)
+    try:
+        for text in chunks:
+            sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `zoo sample -n 10000000 | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 @main.command("check")
@@ -315,23 +354,68 @@ def sample_cmd(ctx: click.Context, source: Path, count: int, seed: int, temperat
 @click.argument("onnx_file", metavar="MODEL.onnx", type=click.Path(path_type=Path))
 @click.option("--samples", type=click.IntRange(min=0), default=20, show_default=True,
               help="Words to sample through each backend with the same seed.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="In [0, 2**64).")
+@click.option("--max-loss-drift", type=float, default=0.01, show_default=True,
+              help="For an int8 file: how many nats its validation loss may exceed torch's.")
 @click.pass_context
-def check_cmd(ctx: click.Context, run: Path, onnx_file: Path, samples: int, seed: int) -> None:
+def check_cmd(ctx: click.Context, run: Path, onnx_file: Path, samples: int, seed: int,
+              max_loss_drift: float) -> None:
     """Compare RUN's torch model with MODEL.onnx; exit 1 if they disagree."""
     from zoo.export.check import check
 
-    registry(ctx)
-    result = check(run, onnx_file, samples=samples, seed=seed)
-    verdict = "ok" if result.logits_match else "DIFFER"
-    click.echo(f"logits: max |onnxruntime - torch| = {result.max_abs_diff:.3g} over "
-               f"{result.contexts:,} validation contexts (atol {result.atol:g}, rtol "
-               f"{result.rtol:g}): {verdict}")
-    click.echo(f"samples: {result.samples} words with seed {seed}: "
-               + ("identical" if result.samples_match
-                  else f"{len(result.mismatches)} DIFFER, e.g. {result.mismatches[0]}"))
+    result = check(run, onnx_file, samples=samples, seed=seed, max_loss_drift=max_loss_drift,
+                   registry=registry(ctx))
+    if result.quantized:
+        click.echo(f"logits: max |onnxruntime - torch| = {result.max_abs_diff:.3g} over "
+                   f"{result.contexts:,} validation contexts ({result.quantized} file: judged "
+                   "by loss)")
+        click.echo(f"validation loss: torch {result.torch_loss:.4f}, onnxruntime "
+                   f"{result.onnx_loss:.4f}, drift {result.loss_drift:+.4f} nats (max "
+                   f"{result.max_loss_drift:g}): {'ok' if result.loss_ok else 'TOO HIGH'}")
+        click.echo(f"samples: {result.samples} words with seed {seed}: "
+                   f"{result.samples - len(result.mismatches)} identical (not required)")
+    else:
+        verdict = "ok" if result.logits_match else "DIFFER"
+        click.echo(f"logits: max |onnxruntime - torch| = {result.max_abs_diff:.3g} over "
+                   f"{result.contexts:,} validation contexts (atol {result.atol:g}, rtol "
+                   f"{result.rtol:g}): {verdict}")
+        click.echo(f"validation loss: torch {result.torch_loss:.4f}, onnxruntime "
+                   f"{result.onnx_loss:.4f}")
+        click.echo(f"samples: {result.samples} words with seed {seed}: "
+                   + ("identical" if result.samples_match
+                      else f"{len(result.mismatches)} DIFFER, e.g. {result.mismatches[0]}"))
     if not result.ok:
         ctx.exit(1)
+
+
+@main.command("web")
+@click.argument("onnx_file", metavar="[MODEL.onnx]", required=False,
+                type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("site"),
+              show_default=True, help="The folder to write (new or empty), or to --serve.")
+@click.option("--serve", "serve", is_flag=True,
+              help="Serve the folder on http://127.0.0.1:PORT/ until Ctrl-C.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port for --serve (0: any free port).")
+@click.option("--ort-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder with onnxruntime-web's wasm files [default: $LAYERZOO_ORT_DIR, "
+                   "else node_modules/onnxruntime-web/dist of the checkout or of the current "
+                   "folder].")
+@click.pass_context
+def web_cmd(ctx: click.Context, onnx_file: Path | None, output: Path, serve: bool, port: int,
+            ort_dir: Path | None) -> None:
+    """Write a static page (and a Node sampler) for MODEL.onnx; --serve serves the folder."""
+    from zoo.export import web
+
+    if onnx_file is None and not serve:
+        raise click.UsageError("give MODEL.onnx to write a page, or --serve to serve one")
+    if onnx_file is not None:
+        site = web.build_site(onnx_file, output, ort_dir=ort_dir, registry=registry(ctx))
+        click.echo(f"wrote {site.path}/ ({len(site.files)} files, {site.bytes:,} bytes)")
+        click.echo(f"words in Node: node {site.path / 'sample.mjs'} -n 20 --seed 0")
+    if serve:
+        web.serve(output, port=port, ready=lambda url: click.echo(
+            f"serving {output} at {url} (Ctrl-C to stop)"))
 
 
 def _fresh_dir(base: Path) -> Path:

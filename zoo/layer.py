@@ -20,7 +20,7 @@ Shape = tuple[int, ...]
 """A tensor shape without the batch axis, e.g. ``(8, 24)`` for ``[B, 8, 24]``."""
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-RESERVED = frozenset({"type", "repeat", "layers"})
+RESERVED = frozenset({"type", "repeat", "layers", "residual"})
 
 
 def param(default: Any = dataclasses.MISSING, doc: str = "", *, min: float | None = None,
@@ -59,6 +59,10 @@ class LayerType:
     with its parameters initialised. ``gain`` is the init gain a preceding linear map should use
     (nonlinearities and linear maps declare one; shape-only layers leave it None).
     ``takes_tokens`` marks a layer whose input is the int64 context rather than features.
+    ``causal`` declares that on a sequence ``[B, T, C]`` the output at time t depends only on
+    inputs at times <= t (the conformance kit checks it). ``reduction`` declares a layer that
+    turns a sequence ``[B, T, C]`` into features ``[B, C']``; the builder lists such layers
+    when a model's output still has a time axis.
     ``onnx_translation`` is needed only when the module uses ops the ONNX exporter cannot
     translate: a mapping (or a function returning one) from torch ops to onnxscript functions,
     passed to ``torch.onnx.export(custom_translation_table=...)``.
@@ -71,6 +75,8 @@ class LayerType:
     doc: str = ""
     gain: float | None = None
     takes_tokens: bool = False
+    causal: bool = False
+    reduction: bool = False
     onnx_translation: Mapping[Any, Any] | Callable[[], Mapping[Any, Any]] | None = None
     plugin: str = ""  # filled in by the registry: the plugin that registered it
     version: str = ""  # filled in by the registry: that plugin's version

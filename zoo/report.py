@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
-from zoo.registry import Registry
+from zoo.errors import ZooError
+from zoo.registry import PluginInfo, Registry
 
 if TYPE_CHECKING:
     from zoo.build import Model
@@ -21,38 +23,86 @@ def _table(rows: list[list[str]], right: set[int] = frozenset()) -> str:
 
 
 def layers(registry: Registry) -> str:
-    """Every layer type, the plugin (and version) it came from, and its parameters."""
+    """Every layer type (qualified where the bare name is ambiguous), its plugin and version,
+    and each parameter with its type, bounds and default."""
     out = []
     for name in sorted(registry.layers):
         layer = registry.layers[name]
         out.append(f"{name}  [{layer.plugin} {layer.version}]  {layer.doc}")
         for p in layer.parameters():
             default = "required" if p.required else f"default {p.default!r}"
-            out.append(f"    {p.name}: {p.describe_type()}, {default} — {p.doc}")
-    return "\n".join(out + _problems(registry))
+            out.append(f"    {p.name}: {p.expected()}, {default} — {p.doc}")
+    return "\n".join(out)
+
+
+def _registered(registry: Registry, info: PluginInfo) -> dict[str, list[str]]:
+    """A plugin's layers and presets, in registration order, by the names a user writes
+    (qualified where the bare name is not this plugin's)."""
+    out = {}
+    for kind, table, names in (("layers", registry.layers, info.layers),
+                               ("presets", registry.presets, info.presets)):
+        mine = {item.name: item for item in table.values() if item.plugin == info.name}
+        out[kind] = [registry.name_of(mine[name]) for name in names if name in mine]
+    return out
+
+
+def _status(info: PluginInfo) -> str:
+    if info.skipped:
+        return "skipped"
+    return "failed" if info.error else "clash" if info.clashes else "ok"
 
 
 def plugins(registry: Registry) -> str:
-    """Every plugin, built-in or installed, with version and what it registered."""
-    rows = [["plugin", "version", "kind", "registered"]]
+    """Every plugin with distribution, version, entry point and what it registered; a plugin
+    with a problem is marked FAILED (with the reason) or CLASH (names reachable only qualified).
+    """
+    rows = [["plugin", "version", "kind", "distribution", "module", "registered"]]
     for info in registry.plugins.values():
-        kind = "built-in" if info.builtin else "installed"
         if info.skipped:
             what = "not loaded (not in LAYERZOO_LOAD_PLUGINS)"
         else:
-            parts = []
-            if info.layers:
-                parts.append("layers: " + ", ".join(info.layers))
-            if info.presets:
-                parts.append("presets: " + ", ".join(info.presets))
-            what = "; ".join(parts) or "nothing"
+            names = _registered(registry, info)
+            what = "; ".join(f"{kind}: " + ", ".join(items)
+                             for kind, items in names.items() if items) or "nothing"
             if info.error:
                 what += f"  FAILED: {info.error}"
-        rows.append([info.name, info.version, kind, what])
+            if info.clashes:
+                what += "  CLASH: " + "; ".join(info.clashes)
+        kind = "built-in" if info.builtin else "installed"
+        rows.append([info.name, info.version, kind, info.distribution, info.module, what])
     return _table(rows)
 
 
+def plugins_json(registry: Registry) -> str:
+    """The plugins as one JSON document (``zoo plugins --json``), for tools."""
+    docs = []
+    for info in registry.plugins.values():
+        names = _registered(registry, info) if not info.skipped else {
+            "layers": [], "presets": []}
+        docs.append({"plugin": info.name, "status": _status(info), "builtin": info.builtin,
+                     "distribution": info.distribution, "version": info.version,
+                     "entry_point": None if info.builtin else f"{info.name} = {info.module}",
+                     "module": info.module, **names, "error": info.error,
+                     "clashes": info.clashes})
+    return json.dumps({"plugins": docs, "problems": registry.problems()}, indent=2,
+                      ensure_ascii=False)
+
+
+def preset_sizes(registry: Registry, vocab: int) -> dict[str, str]:
+    """Parameter count of each preset at a vocabulary size ('invalid' if it does not build)."""
+    from zoo.build import build_model
+
+    sizes = {}
+    for name in registry.presets:
+        try:
+            sizes[name] = f"{build_model(name, vocab, registry=registry).num_parameters():,}"
+        except ZooError:
+            sizes[name] = "invalid"
+    return sizes
+
+
 def presets(registry: Registry, sizes: dict[str, str]) -> str:
+    """Every preset (qualified where the bare name is ambiguous), plugin, size, description."""
     rows = [["preset", "plugin", "parameters", "description"]]
     for name in sorted(registry.presets):
         preset = registry.presets[name]
@@ -61,15 +111,13 @@ def presets(registry: Registry, sizes: dict[str, str]) -> str:
 
 
 def summary(model: Model, title: str) -> str:
-    """Each layer, its output shape and parameter count, and the total."""
+    """Each layer, its output shape and parameter count, and the total; residual blocks show
+    their own row (the sum of their layers) with their layers indented beneath."""
     rows = [["entry", "layer", "output", "params"],
             ["input (token ids)", "", f"({model.context},)", ""]]
-    for row in model.summary():
-        rows.append([row.label, row.layer, str(row.shape), f"{row.params:,}"])
+    for row in model.summary():  # a residual block's layers are indented under it
+        rows.append(["  " * row.depth + row.label, row.layer, str(row.shape),
+                     f"{row.params:,}"])
     rows.append(["total", "", "", f"{model.num_parameters():,}"])
     head = f"{title}: context {model.context}, vocabulary {model.vocab_size}"
     return head + "\n" + _table(rows, right={3})
-
-
-def _problems(registry: Registry) -> list[str]:
-    return [f"warning: {p}" for p in registry.problems()]

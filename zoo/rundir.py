@@ -35,7 +35,7 @@ from zoo import atomic, files
 from zoo.build import Model, build_model
 from zoo.data import Vocab
 from zoo.errors import ArtifactError, ZooError
-from zoo.registry import layerzoo_version
+from zoo.registry import Registry, layerzoo_version
 from zoo.spec import Spec
 
 __all__ = ["Run", "open_run", "is_run_dir", "read_tensors", "save_weights", "load_model_state",
@@ -203,7 +203,8 @@ def read_vocab(path: Path) -> Vocab:
     return Vocab(tuple(chars))
 
 
-def open_run(path: str | Path, weights: str = WEIGHTS) -> Run:
+def open_run(path: str | Path, weights: str = WEIGHTS, *,
+             registry: Registry | None = None) -> Run:
     """Open a run directory made by ``zoo train``; the model is returned in eval mode.
 
     The weights must be float and must have been saved with this spec.json and vocab.json
@@ -220,7 +221,7 @@ def open_run(path: str | Path, weights: str = WEIGHTS) -> Run:
                             "was it made by zoo train?")
     spec, vocab, meta = read_spec(path), read_vocab(path), read_meta(path)
     try:
-        model = build_model(spec, vocab.size)
+        model = build_model(spec, vocab.size, registry=registry)
     except ZooError as e:
         raise ArtifactError(f"{path / SPEC}: cannot build the model: {e}") from None
     state, metadata = read_tensors(path / weights)

@@ -2,66 +2,198 @@
 
     words = sample(model.numpy_logits, vocab=vocab.chars, context=3, n=20, seed=0)
     words = sample(onnx_model.logits, vocab=onnx_model.vocab, context=3, n=20, seed=0)
+    for text in sample_text(onnx_model.logits, ..., n=10**7): sys.stdout.write(text)
 
-numpy only (no torch), so the onnxruntime side can use it. All ``n`` words grow as one batch;
-a word that ends leaves the batch, so ``logits_fn`` only ever sees the rows still growing.
-The random numbers do not depend on the backend: every step draws one uniform per word for
-all ``n`` words (finished or not) from ``numpy.random.default_rng(seed)``, and each row picks
-its next character by inverse CDF over a float64 softmax. The same seed therefore gives the
-same words through torch and through onnxruntime, whose logits differ only by rounding.
+numpy only (no torch), so the onnxruntime side can use it.
+
+Index-stable random numbers
+---------------------------
+Word ``i`` (``i = start + position``) of seed ``s`` depends only on (s, i, the settings, the
+logits): not on ``n``, on how words are batched, or on the backend. So ``-n 5`` is a prefix of
+``-n 10``, ``start=5, n=5`` gives words 5..9, and a service can split a request anywhere. The
+uniform for word ``i`` at step ``t`` (0-based count of characters drawn for it so far, the
+prefix not counted) is a counter-based hash, SplitMix64's finaliser, in uint64 arithmetic
+modulo 2**64 (numpy uint64 here; JavaScript BigInt with ``BigInt.asUintN(64, ...)`` in the web
+sampler, which must stay identical)::
+
+    GOLDEN = 0x9E3779B97F4A7C15
+    mix64(z): z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB;
+              z ^= z >> 31
+    key(s, i)  = mix64(mix64(s + GOLDEN) ^ i)                  # s in [0, 2**64)
+    u(s, i, t) = (mix64(key(s, i) + (t + 1) * GOLDEN) >> 11) * 2**-53     # float64 in [0, 1)
+
+Choosing the next id from one row of float32 logits (V values), in float64::
+
+    z = float64(logits)
+    if top_k < V: z[z < (k-th largest of z)] = -inf          # ties at the k-th value stay in
+    z = (z - max(z)) / temperature     # subtract first: any finite temperature > 0 works
+    p = exp(z); cdf = running sum in index order; total = cdf[V-1]
+    target = min(u * total, nextafter(total, 0))
+    next id = number of indices j with cdf[j] <= target
+
+A word starts as T '.' ids and the prefix ids, and ends when id 0 ('.') is drawn or at
+``max_length`` characters (prefix included). torch and onnxruntime logits differ only by
+rounding, so the same seed gives the same words through both.
+
+Words are made in chunks of at most ``CHUNK`` words (a word that ends leaves its chunk's
+batch, so ``logits_fn`` only ever sees rows still growing): memory is bounded whatever ``n``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 import numpy as np
 
 from zoo.data import BOUNDARY, Vocab  # '.' (vocab[0]) ends a word and pads contexts
 from zoo.errors import ArtifactError, SpecError
 
-__all__ = ["sample", "LogitsFn", "BOUNDARY"]
+__all__ = ["sample", "sample_text", "uniforms", "pick", "LogitsFn", "BOUNDARY", "MAX_SEED"]
 
-MAX_WORDS = 1_000_000  # words per call: one batch, so memory grows with n
-MAX_IDS = 1 << 26  # n * max_length: the sampled ids are kept as one int64 array (512 MiB)
+MAX_SEED = 2**64  # seeds and word indices are uint64
+WORKERS = 2  # chunks growing at once (threads): the model of one overlaps the numpy of another
+CHUNK = 4096  # words per batch: amortises each call, stays in cache (best of 2048..65536)
+MAX_IDS = 1 << 24  # ids held per chunk (128 MiB of int64): shrinks the chunk for long words
+MAX_LENGTH = MAX_IDS // 2  # a longer word would not fit a chunk of one row
+_MASK = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 """int64 contexts [B, T] -> float logits [B, V]."""
 
 
 def sample(logits_fn: LogitsFn, *, vocab: Sequence[str], context: int, n: int, seed: int = 0,
-           temperature: float = 1.0, top_k: int | None = None, prefix: str = "",
-           max_length: int = 64) -> list[str]:
-    """Sample ``n`` words; each starts with ``prefix`` and has at most ``max_length`` characters.
+           start: int = 0, temperature: float = 1.0, top_k: int | None = None,
+           prefix: str = "", max_length: int = 64) -> list[str]:
+    """Words ``start`` .. ``start + n - 1``; each starts with ``prefix``, at most ``max_length``
+    characters long.
 
     ``temperature`` divides the logits (lower is more conservative); ``top_k`` keeps only the
     k most likely characters at each step (``top_k=1`` is greedy). The returned words include
     the prefix and leave out the closing '.'; a word that reaches ``max_length`` is cut there.
     Bad settings raise SpecError; prefix characters outside the vocabulary raise DataError.
     """
-    chars = _check(vocab, context, n, seed, temperature, top_k, prefix, max_length)
-    start = Vocab(chars).encode(prefix, what="prefix")
-    size = len(chars)
-    k = size if top_k is None else min(top_k, size)
-    rng = np.random.default_rng(seed)
+    chars = _check(vocab, context, n, seed, start, temperature, top_k, prefix, max_length)
+    words: list[str] = []
+    for grown in _chunks(logits_fn, chars, context, n, seed, start, temperature, top_k,
+                         prefix, max_length):
+        words.extend(_decode(grown, chars, prefix))
+    return words
 
-    steps = max_length - len(start)
-    # (n, T + P + S): '.' padding, the prefix, then the sampled ids (0 once a word has ended);
+
+def sample_text(logits_fn: LogitsFn, *, vocab: Sequence[str], context: int, n: int,
+                seed: int = 0, start: int = 0, temperature: float = 1.0,
+                top_k: int | None = None, prefix: str = "",
+                max_length: int = 64) -> Iterator[str]:
+    """The words of ``sample``, streamed: one string per chunk, each word followed by '\\n'.
+
+    Memory stays bounded for any ``n``; nothing is joined word by word in Python.
+    """
+    chars = _check(vocab, context, n, seed, start, temperature, top_k, prefix, max_length)
+    points = np.array([ord("\n")] + [ord(c) for c in chars[1:]], np.uint32)  # id 0 -> '\n'
+    head = Vocab(chars).encode(prefix, what="prefix")  # nonzero ids
+    for grown in _chunks(logits_fn, chars, context, n, seed, start, temperature, top_k,
+                         prefix, max_length):
+        rows, width = grown.shape
+        # (rows, P + width + 1): the prefix, the drawn ids, and a final 0 for words cut at
+        # max_length; each row is kept up to and including its first 0 (its '\n')
+        full = np.zeros((rows, len(head) + width + 1), np.int64)
+        full[:, :len(head)] = head
+        full[:, len(head):len(head) + width] = grown
+        ended = full == 0  # (rows, W)
+        keep = np.cumsum(ended, axis=1) - ended == 0  # (rows, W) before or at the first 0
+        yield points[full[keep]].tobytes().decode("utf-32-le")
+
+
+def uniforms(seed: int, index: np.ndarray, step: int) -> np.ndarray:
+    """u(seed, i, step) for every word index ``i`` of the uint64 array ``index`` (float64)."""
+    keys = _keys(seed, index)
+    return _uniforms(keys, step)
+
+
+def pick(logits: np.ndarray, u: np.ndarray, temperature: float = 1.0,
+         top_k: int | None = None) -> np.ndarray:
+    """The next id of each row of float logits [A, V] for its uniform ``u`` [A] (the rule of
+    the module docstring)."""
+    size = logits.shape[1]
+    return _pick(logits, u, temperature, size if top_k is None else min(top_k, size))
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a uint64 array, in place (numpy wraps modulo 2**64)."""
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _keys(seed: int, index: np.ndarray) -> np.ndarray:
+    """key(seed, i) for a uint64 array of word indices."""
+    base = _mix64(np.array([(int(seed) + _GOLDEN) & _MASK], np.uint64))  # (1,)
+    return _mix64(index.astype(np.uint64) ^ base)
+
+
+def _uniforms(keys: np.ndarray, step: int) -> np.ndarray:
+    z = _mix64(keys + np.uint64(((step + 1) * _GOLDEN) & _MASK))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53  # exact: < 2**53
+
+
+def _chunks(logits_fn: LogitsFn, chars: tuple[str, ...], context: int, n: int, seed: int,
+            start: int, temperature: float, top_k: int | None, prefix: str,
+            max_length: int) -> Iterator[np.ndarray]:
+    """Per chunk of words, in order, their drawn ids (rows, S): 0 ends a word, a row may be
+    all nonzero if it was cut at max_length. Only the columns some word reached are returned.
+
+    Chunks are independent, so ``WORKERS`` of them grow at once in threads: while one waits
+    for the model (onnxruntime and torch release the GIL), another picks its characters in
+    numpy. At most ``WORKERS + 1`` chunks are held, whatever ``n``.
+    """
+    begin = Vocab(chars).encode(prefix, what="prefix")
+    k = len(chars) if top_k is None else min(top_k, len(chars))
+    width = context + len(begin) + max_length - len(begin)
+    rows_per_chunk = max(1, min(CHUNK, MAX_IDS // width))
+    starts = iter(range(0, n, rows_per_chunk))
+
+    def grow(lo: int) -> np.ndarray:
+        rows = min(rows_per_chunk, n - lo)
+        index = np.uint64(start + lo) + np.arange(rows, dtype=np.uint64)  # (R,) word indices
+        return _grow(logits_fn, _keys(seed, index), begin, len(chars), context, max_length,
+                     temperature, k)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        pending = deque(pool.submit(grow, lo) for lo in islice(starts, WORKERS + 1))
+        while pending:
+            block = pending.popleft().result()
+            for lo in islice(starts, 1):
+                pending.append(pool.submit(grow, lo))
+            yield block
+
+
+def _grow(logits_fn: LogitsFn, keys: np.ndarray, begin: list[int], size: int, context: int,
+          max_length: int, temperature: float, k: int) -> np.ndarray:
+    """The drawn ids of one chunk of words with these keys (rows, S)."""
+    rows, steps = len(keys), max_length - len(begin)
+    # (R, T + P + S): '.' padding, the prefix, then the drawn ids (0 once a word ended);
     # row r's context at step s is a slice of it, so nothing is shifted or concatenated
-    ids = np.zeros((n, context + len(start) + steps), np.int64)
-    ids[:, context:context + len(start)] = start
-    first = context + len(start)  # column of the first sampled id
-    active = np.arange(n)  # (A,) rows still growing
+    ids = np.zeros((rows, context + len(begin) + steps), np.int64)
+    ids[:, context:context + len(begin)] = begin
+    first = context + len(begin)  # column of the first drawn id
+    active = np.arange(rows)  # (A,) rows still growing
     end = first  # one past the last column written
     while end < first + steps and len(active):
-        u = rng.random(n)  # (n,) one draw per word, so the stream never depends on A
+        u = _uniforms(keys[active], end - first)  # (A,)
         logits = _call(logits_fn, ids[active, end - context:end], size)  # (A, V)
-        nxt = _pick(logits, u[active], temperature, k)  # (A,)
+        nxt = _pick(logits, u, temperature, k)  # (A,)
         ids[active, end] = nxt
         active = active[nxt != 0]
         end += 1
-    return _decode(ids[:, first:end], chars, prefix)
+    return ids[:, first:end]
 
 
 def _decode(grown: np.ndarray, chars: tuple[str, ...], prefix: str) -> list[str]:
@@ -77,23 +209,26 @@ def _decode(grown: np.ndarray, chars: tuple[str, ...], prefix: str) -> list[str]
 
 
 def _pick(logits: np.ndarray, u: np.ndarray, temperature: float, k: int) -> np.ndarray:
-    """Inverse-CDF choice per row from softmax(logits / temperature) over the top k.
+    """Inverse-CDF choice per row from softmax((logits - max) / temperature) over the top k.
 
-    Works on the transposed (V, A) array: with a few dozen symbols and up to millions of rows,
-    a loop over the V rows of contiguous vectors is several times faster than numpy's
+    Works on the transposed (V, A) array: with a few dozen symbols and up to thousands of
+    rows, a loop over the V rows of contiguous vectors is several times faster than numpy's
     reductions along a short last axis.
     """
     z = logits.T.astype(np.float64, order="C")  # (V, A)
-    if temperature != 1.0:
-        z /= temperature
     if k < len(z):
         kth = -np.partition(-z, k - 1, axis=0)[k - 1]  # (A,) the k-th largest per column
         z[z < kth] = -np.inf  # ties at the k-th value stay in: one rule for both backends
-    z -= z.max(axis=0)
-    np.exp(z, out=z)  # (V, A) unnormalised probabilities, masked -> 0
+    z -= z.max(axis=0)  # (V, A) <= 0, the max at 0: exp cannot overflow
+    if temperature != 1.0:
+        # a tiny temperature sends every non-max entry to -inf (or -huge): the greedy choice
+        with np.errstate(over="ignore", under="ignore"):
+            z /= temperature
+    with np.errstate(under="ignore"):
+        np.exp(z, out=z)  # (V, A) unnormalised probabilities, masked -> 0
     for i in range(1, len(z)):
         z[i] += z[i - 1]  # (V, A) the CDF, unnormalised
-    total = z[-1]  # (A,)
+    total = z[-1]  # (A,) >= 1: the max contributes exp(0)
     # the first index whose cdf exceeds u * total; never a zero-probability tail entry
     target = np.minimum(u * total, np.nextafter(total, 0))  # (A,)
     chosen = np.zeros(len(u), np.int64)  # (A,)
@@ -118,8 +253,9 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _check(vocab: Sequence[str], context: int, n: int, seed: int, temperature: float,
-           top_k: int | None, prefix: str, max_length: int) -> tuple[str, ...]:
+def _check(vocab: Sequence[str], context: int, n: int, seed: int, start: int,
+           temperature: float, top_k: int | None, prefix: str,
+           max_length: int) -> tuple[str, ...]:
     """Every problem with the settings at once, as one SpecError."""
     chars = tuple(vocab)
     problems = []
@@ -130,25 +266,30 @@ def _check(vocab: Sequence[str], context: int, n: int, seed: int, temperature: f
         problems.append(f"context must be an integer >= 1, got {context!r}")
     if not _is_int(n) or n < 0:
         problems.append(f"n must be an integer >= 0, got {n!r}")
-    elif n > MAX_WORDS:
-        problems.append(f"n must be at most {MAX_WORDS:,} per call, got {n:,}; sample in "
-                        "batches")
-    if not _is_int(seed) or seed < 0:
-        problems.append(f"seed must be an integer >= 0, got {seed!r}")
-    if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)
+    if not _is_int(seed) or not 0 <= seed < MAX_SEED:
+        problems.append(f"seed must be an integer in [0, 2**64), got {_short(seed)}")
+    if not _is_int(start) or not 0 <= start < MAX_SEED:
+        problems.append(f"start must be an integer in [0, 2**64), got {_short(start)}")
+    elif _is_int(n) and n > 0 and start + n > MAX_SEED:
+        problems.append(f"start + n must be at most 2**64 (word indices are uint64), got "
+                        f"{_short(start)} + {_short(n)}")
+    if (not isinstance(temperature, (int, float, np.floating)) or isinstance(temperature, bool)
             or not math.isfinite(temperature) or temperature <= 0):
-        problems.append(f"temperature must be a number > 0, got {temperature!r}")
+        problems.append(f"temperature must be a number > 0 and finite, got {temperature!r}")
     if top_k is not None and (not _is_int(top_k) or top_k < 1):
         problems.append(f"top_k must be an integer >= 1 (or None for all), got {top_k!r}")
     if not isinstance(prefix, str):
         problems.append(f"prefix must be a string, got {prefix!r}")
-    if not _is_int(max_length) or max_length < 1:
-        problems.append(f"max_length must be an integer >= 1, got {max_length!r}")
+    if not _is_int(max_length) or not 1 <= max_length <= MAX_LENGTH:
+        problems.append(f"max_length must be an integer >= 1 and <= {MAX_LENGTH:,}, got "
+                        f"{_short(max_length)}")
     elif isinstance(prefix, str) and len(prefix) > max_length:
-        problems.append(f"prefix {prefix!r} is longer than max_length {max_length}")
-    elif _is_int(n) and 0 <= n <= MAX_WORDS and n * max_length > MAX_IDS:
-        problems.append(f"n * max_length must be at most {MAX_IDS:,}, got {n:,} * "
-                        f"{max_length:,}; sample fewer or shorter words per call")
+        problems.append(f"prefix {prefix[:40]!r} is longer than max_length {max_length}")
     if problems:
         raise SpecError(problems, "sampling")
     return chars
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"

@@ -11,25 +11,30 @@ A spec is a model (context length, layers) plus a training recipe::
     steps = 10000
 
 An entry is a layer name or a table with ``type``; ``{repeat = 4, layers = [...]}`` repeats a
-block. Validation runs before anything is built and reports every problem at once, each naming
-the entry, the key, what was expected and what was given. Nothing here imports torch.
+block; ``{residual = [...]}`` adds a block's input to its output, ``x + f(x)`` (the entries
+inside must keep the shape). Blocks nest. Validation runs before anything is built and
+reports every problem at once, each naming the entry, the key, what was expected and what was
+given. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from zoo import files
-from zoo.errors import SpecError, did_you_mean
+from zoo.errors import PluginError, SpecError, did_you_mean
 from zoo.layer import LayerType
 from zoo.recipe import check_recipe
 from zoo.registry import Registry, get_registry
 
-__all__ = ["Spec", "Entry", "load_spec", "read_spec_file", "expand", "DEFAULT_CONTEXT"]
+__all__ = ["Spec", "Entry", "load_spec", "read_spec_file", "expand", "names_file",
+           "DEFAULT_CONTEXT"]
 
 DEFAULT_CONTEXT = 3  # makemore's MLP; a spec sets model.context to change it
 MAX_ENTRIES = 1000  # layers after repeats are unrolled
@@ -54,6 +59,11 @@ class Spec:
         return {"description": self.description,
                 "model": {"context": self.context, "layers": self.layers},
                 "train": dict(self.train)}
+
+    def qualified(self, registry: Registry | None = None) -> Spec:
+        """This spec with every layer named ``PLUGIN:NAME``: what a run records in spec.json,
+        so it rebuilds the same layers whatever plugin is installed later."""
+        return (registry or get_registry()).qualify(self)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<python>") -> Spec:
@@ -93,6 +103,7 @@ class Entry:
     label: str  # "entry 2.1 (linear, repeat 3 of 4)"
     layer: LayerType
     params: Any  # an instance of layer.params
+    blocks: tuple[str, ...] = ()  # labels of the residual blocks around it, outermost first
 
 
 def _kind(value: Any) -> str:
@@ -170,16 +181,46 @@ def load_spec(source: Any, *, context: int | None = None,
     return spec
 
 
+def names_file(name: str, registry: Registry) -> bool:
+    """Whether a spec argument means a file (or run directory) rather than a preset.
+
+    The precedence: a name with a path separator, a leading '.' or a .toml/.json suffix is a
+    path; otherwise a registered preset (bare or ``PLUGIN:NAME``) wins over a file of the same
+    name in the current folder (write ``./NAME`` for the file); anything else is a path.
+    """
+    path = Path(name)
+    if (path.suffix.lower() in (".toml", ".json") or name.startswith(".")
+            or "/" in name or os.sep in name):
+        return True
+    return not _is_preset(name, registry)
+
+
+def _is_preset(name: str, registry: Registry) -> bool:
+    """Whether a preset answers to ``name``, bare (even if ambiguous) or qualified."""
+    return name in registry.presets or any(
+        name in (preset.name, f"{preset.plugin}:{preset.name}")
+        for preset in registry.presets.values())
+
+
 def _named(name: str, registry: Registry) -> Spec:
     path = Path(name)
-    if path.suffix.lower() in (".toml", ".json") or path.exists() or "/" in name:
+    if not names_file(name, registry):
+        try:
+            preset = registry.preset(name)
+        except PluginError as e:
+            raise SpecError(str(e)) from None
+        spec = Spec.from_dict(preset.spec, source=f"preset {name!r}")
+        return dataclasses.replace(spec, layers=registry.preset_layers(preset))
+    if path.is_dir() and (path / "spec.json").is_file():
+        raise SpecError(f"{path} is a run directory, not a spec: give {path / 'spec.json'} to "
+                        f"train its spec anew, or `zoo train --resume {path}` to continue it")
+    if path.exists() or "/" in name or path.suffix.lower() in (".toml", ".json"):
         return read_spec_file(path)
-    if name in registry.presets:
-        preset = registry.presets[name]
-        return Spec.from_dict(preset.spec, source=f"preset {name!r}")
-    conflict = registry.conflict("preset", name)
-    if conflict:
-        raise SpecError(conflict)
+    if ":" in name:  # a qualified name: say which half is wrong
+        try:
+            registry.preset(name)
+        except PluginError as e:
+            raise SpecError(f"{e}; `zoo presets` lists presets") from None
     raise SpecError(f"no preset or spec file named {name!r}"
                     f"{did_you_mean(name, registry.presets)}; `zoo presets` lists presets")
 
@@ -214,12 +255,15 @@ def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
             out: list[Entry], problems: list[str]) -> None:
     for i, item in enumerate(items):
         where = f"entry {prefix}{i}"
-        if len(out) > MAX_ENTRIES:
+        if len(out) >= MAX_ENTRIES:  # one more would pass the limit
             problems.append(f"more than {MAX_ENTRIES:,} layers after unrolling repeats; "
                             "the spec is refused")
             return
         if isinstance(item, dict) and "repeat" in item:
             _expand_block(item, where, f"{prefix}{i}.", suffix, registry, out, problems)
+            continue
+        if isinstance(item, dict) and "residual" in item:
+            _expand_residual(item, where, f"{prefix}{i}.", suffix, registry, out, problems)
             continue
         if isinstance(item, str):
             name, given = item, {}
@@ -227,7 +271,7 @@ def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
             if "type" not in item:
                 problems.append(f"{where}: key 'type' is missing: expected a layer name, e.g. "
                                 "{type = \"linear\", out = 200}, or a block {repeat = N, "
-                                "layers = [...]}")
+                                "layers = [...]} or {residual = [...]}")
                 continue
             name, given = item["type"], {k: v for k, v in item.items() if k != "type"}
         else:
@@ -237,13 +281,12 @@ def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
         if not isinstance(name, str):
             problems.append(f"{where}: key 'type': expected a layer name, got {_kind(name)}")
             continue
-        layer = registry.layers.get(name)
-        if layer is None:
-            reason = registry.conflict("layer", name) or (
-                f"unknown layer {name!r}{did_you_mean(name, registry.layers)}")
-            problems.append(f"{where}: {reason}")
+        try:
+            layer = registry.layer(name)
+        except PluginError as e:
+            problems.append(f"{where}: {e}")
             continue
-        label = f"{where} ({name}{suffix})"
+        label = f"{where} ({registry.name_of(layer)}{suffix})"
         params = _params(layer, given, label, problems)
         if params is not None:
             out.append(Entry(len(out), label, layer, params))
@@ -273,6 +316,25 @@ def _expand_block(item: dict[str, Any], where: str, prefix: str, suffix: str,
         _expand(body, prefix, f"{suffix}, repeat {r + 1} of {count}", registry, out, problems)
         if len(problems) > before:  # the same mistake in every repeat: report it once
             return
+
+
+def _expand_residual(item: dict[str, Any], where: str, prefix: str, suffix: str,
+                     registry: Registry, out: list[Entry], problems: list[str]) -> None:
+    label = f"{where} (residual{suffix})"
+    body = item["residual"]
+    for key in item:
+        if key != "residual":
+            problems.append(f"{label}: unknown key {key!r}"
+                            f"{did_you_mean(str(key), ('residual',))}; a residual block is "
+                            "{residual = [...layer entries...]} and takes no other key")
+    if not isinstance(body, list) or not body:
+        problems.append(f"{label}: key 'residual': expected a non-empty list of layer entries, "
+                        f"got {_kind(body)}")
+        return
+    start = len(out)
+    _expand(body, prefix, suffix, registry, out, problems)
+    # inner blocks were labelled first, so the outer label goes in front: outermost first
+    out[start:] = [replace(e, blocks=(label, *e.blocks)) for e in out[start:]]
 
 
 def _params(layer: LayerType, given: dict[str, Any], label: str,

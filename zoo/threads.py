@@ -15,8 +15,19 @@ to pay for the hand-off. Larger steps (``work`` above ``PARALLEL_WORK``) get up 
 from __future__ import annotations
 
 import os
+import sys
 
 __all__ = ["choose", "configure", "reproducible", "step_work", "PARALLEL_WORK", "ENV_VARS"]
+
+# Settings read once, when the library loads: reproducible() sets them (a caller's own win)
+# where training starts, which in a `zoo train` process is before torch is imported.
+PROCESS_SETTINGS = {
+    "MKL_CBWR": "AUTO,STRICT",  # MKL: results independent of memory alignment
+    "MKL_DYNAMIC": "FALSE",  # strict CNR holds for a fixed thread count
+    # a thread waiting at a barrier sleeps instead of spinning: with 2 threads and another
+    # process on a core, spinning siblings took 20-80x longer per step (bench_threads.py)
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # multiply-adds per step (parameters x batch x positions) from which a second thread pays for
@@ -50,7 +61,21 @@ def choose(work: float, requested: int | None = None) -> tuple[int | None, str]:
             return None, var
     if work < PARALLEL_WORK:
         return 1, "small model: one thread"
+    if not passive_waits():
+        return 1, "OpenMP threads spin at barriers (OMP_WAIT_POLICY was not PASSIVE)"
     return max(1, min(MAX_AUTO_THREADS, _cores())), "large model"
+
+
+def passive_waits() -> bool:
+    """Whether OpenMP sleeps at barriers: OMP_WAIT_POLICY=PASSIVE was set before torch loaded.
+
+    OpenMP reads the policy once, when torch is imported; set later it changes nothing, and
+    spinning threads are what collapsed under contention.
+    """
+    return _POLICY_AT_TORCH_IMPORT.get("policy", "").upper() == "PASSIVE"
+
+
+_POLICY_AT_TORCH_IMPORT: dict[str, str] = {}
 
 
 def configure(work: float, requested: int | None = None) -> int:
@@ -68,9 +93,16 @@ def reproducible() -> None:
 
     Without strict conditional numerical reproducibility the first training run in a process
     rounded differently from later ones and from other processes (measured on torch 2.13's
-    MKL). MKL reads these when it first runs, so this is called where training starts — before
-    torch's first MKL call in a ``zoo train`` process; a caller's own settings win. Not at
-    ``import zoo``: importing a library must not change the process environment.
+    MKL). MKL and OpenMP read these when they start, so this is called where training starts:
+    by ``zoo train`` before it imports torch, and by ``train()`` (in time for MKL's first call
+    when nothing ran torch before). Not at ``import zoo``: importing a library must not change
+    the process environment.
     """
-    os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-    os.environ.setdefault("MKL_DYNAMIC", "FALSE")  # strict CNR holds for a fixed thread count
+    if "torch" not in sys.modules:
+        for key, value in PROCESS_SETTINGS.items():
+            os.environ.setdefault(key, value)
+    else:  # too late for OpenMP; MKL may not have started yet
+        os.environ.setdefault("MKL_CBWR", PROCESS_SETTINGS["MKL_CBWR"])
+        os.environ.setdefault("MKL_DYNAMIC", PROCESS_SETTINGS["MKL_DYNAMIC"])
+    # a policy in the environment before torch loaded (set by us above, or by the user) holds
+    _POLICY_AT_TORCH_IMPORT.setdefault("policy", os.environ.get("OMP_WAIT_POLICY", ""))

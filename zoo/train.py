@@ -82,6 +82,7 @@ class Loop:
     rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl
     pending: list[float] = field(default_factory=list)  # losses since the last row
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=curves.RECENT))
+    draw: curves.Drawing | None = None  # redraws loss.png (set by _loop)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -184,7 +185,7 @@ def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str,
             "seconds": 0.0}
 
     def fill(tmp: Path) -> None:  # only once the model is built: a failed start leaves nothing
-        rundir.write_json(tmp / rundir.SPEC, run_spec.to_dict())
+        rundir.write_json(tmp / rundir.SPEC, run_spec.qualified(registry).to_dict())
         atomic.write_text(tmp / rundir.VOCAB, dataset.vocab.to_json() + "\n")
         rundir.write_json(tmp / rundir.META, meta)
         save_checkpoint(tmp, model, optimizer, generator, 0)
@@ -270,11 +271,12 @@ def _evaluation(s: Loop, seconds: float) -> dict[str, Any]:
     row = {"step": s.step, "lr": s.recipe.lr_at(s.step - 1),
            "train_loss": sum(s.recent) / max(len(s.recent), 1),
            "val_loss": evaluate(s.model, s.dataset.splits["val"]),
-           "seconds": round(seconds, 3), "losses": [round(x, 6) for x in s.pending]}
+           "seconds": round(seconds, 3), "losses": list(s.pending)}
     s.rows.append(row)
     s.pending = []
     curves.write_rows(s.out / rundir.METRICS, s.rows)
-    atomic.write_bytes(s.out / rundir.PLOT, curves.plot_png(s.rows))
+    if s.draw is not None:
+        s.draw(s.rows, force=len(s.rows) == 1 or s.step == s.recipe.steps)
     _checkpoint(s, "running", seconds)
     return row
 
@@ -283,6 +285,7 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
           on_step: Callable[[int, float], None] | None) -> TrainResult:
     recipe, train_split = s.recipe, s.dataset.splits["train"]
     began, before = time.perf_counter(), float(s.meta.get("seconds", 0.0))
+    s.draw = curves.Drawing(s.out / rundir.PLOT)
 
     def seconds() -> float:
         return before + time.perf_counter() - began
@@ -292,6 +295,7 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
     with _stop_on_signals() as received, bar:
         while s.step < recipe.steps:
             if received:
+                s.draw(s.rows, force=True)
                 _checkpoint(s, "interrupted", seconds())
                 name = signal.Signals(received[0]).name
                 raise Interrupted(f"{name} at step {s.step:,} of {recipe.steps:,}: checkpoint "
@@ -308,8 +312,9 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
                 rundir.write_json(s.out / rundir.META, s.meta)
                 raise TrainingError(f"loss became {loss} at step {s.step:,} (lr {lr:g}); the "
                                     f"last good checkpoint in {s.out} is kept — try a lower --lr")
-            s.pending.append(loss)
-            s.recent.append(loss)
+            kept = round(loss, 6)  # as metrics.jsonl stores it: a resumed window is the same
+            s.pending.append(kept)
+            s.recent.append(kept)
             bar.update(1)
             if on_step is not None:
                 on_step(s.step, loss)

@@ -1,0 +1,161 @@
+"""The layerzoo ONNX file contract: what a layerzoo .onnx file is, in one torch-free module.
+
+    meta = read_metadata(session.get_modelmeta().custom_metadata_map, path)
+    check_signature(session.get_inputs(), session.get_outputs(), path, meta)
+
+A layerzoo file is one self-contained ONNX model (no external data) with
+
+- one input  ``context`` int64 [batch, T] (token ids, '.' = 0 pads the left) and
+- one output ``logits`` float32 [batch, V] (next-character logits, not probabilities),
+
+and these string metadata_props (every value JSON or a plain string):
+
+==================== ==========================================================================
+``layerzoo.format``  ``"1"``: the version of this contract; readers refuse other values
+``vocab``            JSON list of the V symbols, '.' first (``zoo.data.Vocab.problem`` rules)
+``context``          T, a decimal integer >= 1
+``spec``             JSON object: the spec the model was built from (``Spec.to_dict``)
+``versions``         JSON object: package versions of the exporting machine (``versions()``)
+``metrics``          optional JSON object: the run's final losses
+``layerzoo.quantized`` optional: how the weights were quantised (``"int8-dynamic"``); absent
+                     in an fp32 file
+==================== ==========================================================================
+
+Everything that writes (export/onnx.py, export/quantize.py) and reads (export/runtime.py,
+export/check.py, later targets such as the web page) uses these names and functions, so the
+contract changes in one place. Imports the standard library and zoo.data / zoo.errors only.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.data import Vocab
+from zoo.errors import ArtifactError
+
+__all__ = ["FORMAT_KEY", "FORMAT", "INPUT", "OUTPUT", "DEFAULT_NAME", "VOCAB_KEY",
+           "CONTEXT_KEY", "SPEC_KEY", "VERSIONS_KEY", "METRICS_KEY", "QUANTIZED_KEY",
+           "INT8_DYNAMIC", "LAYERZOO_KEYS", "Metadata", "make_metadata", "read_metadata",
+           "check_signature", "versions"]
+
+FORMAT_KEY, FORMAT = "layerzoo.format", "1"
+INPUT, OUTPUT = "context", "logits"
+DEFAULT_NAME = "model.onnx"
+VOCAB_KEY, CONTEXT_KEY, SPEC_KEY = "vocab", "context", "spec"
+VERSIONS_KEY, METRICS_KEY = "versions", "metrics"
+QUANTIZED_KEY, INT8_DYNAMIC = "layerzoo.quantized", "int8-dynamic"
+LAYERZOO_KEYS = (FORMAT_KEY, VOCAB_KEY, CONTEXT_KEY, SPEC_KEY, VERSIONS_KEY, METRICS_KEY,
+                 QUANTIZED_KEY)
+_JSON_KEYS = (SPEC_KEY, VERSIONS_KEY, METRICS_KEY)
+_PACKAGES = ("layerzoo", "torch", "onnx", "onnxruntime", "numpy")
+
+
+def versions() -> dict[str, str]:
+    """The package versions a run or a file records: one dict for every writer.
+
+    Read from the installed distributions' metadata, so nothing heavy is imported.
+    """
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "0+unknown" if name == "layerzoo" else "not installed"
+    out["python"] = platform.python_version()
+    return out
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """A layerzoo file's metadata, read and validated."""
+
+    vocab: tuple[str, ...]
+    context: int
+    spec: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    quantized: str | None = None  # None for fp32, else how (INT8_DYNAMIC)
+    props: dict[str, str] = field(default_factory=dict)  # every metadata_prop, layerzoo's or not
+
+
+def make_metadata(vocab: Sequence[str], context: int, spec: Mapping[str, Any],
+                  metrics: Mapping[str, Any] | None = None,
+                  quantized: str | None = None) -> dict[str, str]:
+    """The metadata_props a writer stores: what it takes to sample from the file alone."""
+    props = {
+        FORMAT_KEY: FORMAT,
+        VOCAB_KEY: json.dumps(list(vocab), ensure_ascii=False),
+        CONTEXT_KEY: str(int(context)),
+        SPEC_KEY: json.dumps(dict(spec), ensure_ascii=False),
+        VERSIONS_KEY: json.dumps(versions()),
+    }
+    if metrics:
+        props[METRICS_KEY] = json.dumps(dict(metrics))
+    if quantized:
+        props[QUANTIZED_KEY] = quantized
+    return props
+
+
+def read_metadata(props: Mapping[str, str], path: Path | str) -> Metadata:
+    """Validate a file's metadata_props; ArtifactError (one line naming ``path``) if unusable."""
+    props = dict(props)
+    if FORMAT_KEY not in props or VOCAB_KEY not in props or CONTEXT_KEY not in props:
+        raise ArtifactError(f"{path} has no layerzoo metadata; export it with `zoo export`")
+    if props[FORMAT_KEY] != FORMAT:
+        raise ArtifactError(f"{path} has layerzoo format {props[FORMAT_KEY][:20]!r}; this "
+                            f"layerzoo reads format {FORMAT!r} (upgrade layerzoo)")
+    try:
+        vocab = json.loads(props[VOCAB_KEY])
+        context = int(props[CONTEXT_KEY])
+        parsed = {key: json.loads(props[key]) for key in _JSON_KEYS if key in props}
+    except (ValueError, RecursionError) as e:
+        raise ArtifactError(f"{path} has corrupted layerzoo metadata ({_short(e)}); export it "
+                            "again with `zoo export`") from None
+    problem = Vocab.problem(vocab)
+    if problem or context < 1:
+        what = f"vocab: {problem}" if problem else f"context {context} < 1"
+        raise ArtifactError(f"{path} has corrupted layerzoo metadata ({what}); export it again "
+                            "with `zoo export`")
+    for key in _JSON_KEYS:
+        if key in parsed and not isinstance(parsed[key], dict):
+            raise ArtifactError(f"{path} has corrupted layerzoo metadata ({key!r} is not a JSON "
+                                "object); export it again with `zoo export`")
+    quantized = props.get(QUANTIZED_KEY)
+    if quantized is not None and quantized != INT8_DYNAMIC:
+        raise ArtifactError(f"{path} says it is quantised as {quantized[:20]!r}; this layerzoo "
+                            f"knows only {INT8_DYNAMIC!r}")
+    return Metadata(tuple(vocab), context, parsed.get(SPEC_KEY, {}),
+                    parsed.get(VERSIONS_KEY, {}), parsed.get(METRICS_KEY), quantized, props)
+
+
+def check_signature(inputs: Sequence[Any], outputs: Sequence[Any], path: Path | str,
+                    meta: Metadata) -> None:
+    """Refuse a graph whose inputs/outputs (objects with .name .type .shape, as onnxruntime's
+    NodeArg) are not ``context`` int64 [batch, T] -> ``logits`` float32 [batch, V]."""
+    size = len(meta.vocab)
+    want_in = f"{INPUT} int64 [batch, {meta.context}]"
+    want_out = f"{OUTPUT} float32 [batch, {size}]"
+    if (len(inputs) != 1 or inputs[0].name != INPUT or inputs[0].type != "tensor(int64)"
+            or not _fits(inputs[0].shape, meta.context)):
+        got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        raise ArtifactError(f"{path} takes [{got}]; a layerzoo model takes {want_in}")
+    if (len(outputs) != 1 or outputs[0].name != OUTPUT or outputs[0].type != "tensor(float)"
+            or not _fits(outputs[0].shape, size)):
+        got = ", ".join(f"{o.name} {o.type} {o.shape}" for o in outputs)
+        raise ArtifactError(f"{path} gives [{got}]; a layerzoo model gives {want_out}")
+
+
+def _fits(shape: Sequence[Any], width: int) -> bool:
+    """[batch, width], where a symbolic (str/None) width is accepted too."""
+    return len(shape) == 2 and (not isinstance(shape[1], int) or shape[1] == width)
+
+
+def _short(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 120 else text[:117] + "..."

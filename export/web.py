@@ -1,0 +1,204 @@
+"""The browser page: a static folder that samples a layerzoo model with onnxruntime-web.
+
+    zoo web model.onnx -o site/            # write the folder
+    zoo web --serve -o site/               # serve it on http://127.0.0.1:8000/
+    node site/sample.mjs -n 20 --seed 0    # the same words as `zoo sample model.onnx ...`
+
+The folder holds ``index.html`` (a form and the model's card), the model as ``model.onnx``,
+``model.json`` (what the sampler needs and the card shows: onnxruntime-web cannot read an ONNX
+file's custom metadata), the JavaScript sampler as ES modules (the files of ``web/`` in the
+checkout, installed as package data ``zoo.webpage``) and the three files of onnxruntime-web's
+single-threaded wasm backend. Nothing is fetched from the network, so the page works offline.
+
+onnxruntime-web comes from npm (``package.json`` and ``package-lock.json`` pin it; ``npm ci``
+installs it, as ``make`` does). Its files are looked up in, first to last:
+``ort_dir`` (``zoo web --ort-dir``), the environment variable ``LAYERZOO_ORT_DIR``, then
+``node_modules/onnxruntime-web/dist`` of the layerzoo checkout (an editable install) and of the
+current folder. Reading the model needs no torch; torch is only used, when the spec's plugins
+are installed, to print the spec's layer summary on the card.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import importlib.resources
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import ArtifactError, ZooError
+from zoo.export.contract import Metadata
+from zoo.export.runtime import OnnxModel
+
+if TYPE_CHECKING:
+    from zoo.registry import Registry
+
+__all__ = ["build_site", "find_ort_dir", "server", "serve", "Site", "ORT_ENV", "ORT_FILES",
+           "PAGE_FILES"]
+
+ORT_ENV = "LAYERZOO_ORT_DIR"
+ORT_SUBDIR = Path("node_modules") / "onnxruntime-web" / "dist"
+# the wasm-only ES module build of onnxruntime-web, the emscripten glue it imports and the
+# SIMD wasm binary (the threaded build also runs on one thread; the jsep/jspi/asyncify
+# variants are for WebGPU/WebNN, which the page does not use)
+ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+PAGE_FILES = ("index.html", "page.mjs", "model.mjs", "sampler.mjs", "rng.mjs", "sample.mjs")
+MODEL_NAME, SIDECAR = "model.onnx", "model.json"
+INSTALL_HINT = "run `npm ci` in the layerzoo checkout (make does it)"
+MIME = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
+        ".json": "application/json", ".onnx": "application/octet-stream"}
+
+
+@dataclass(frozen=True)
+class Site:
+    """A written ``zoo web`` folder."""
+
+    path: Path
+    files: tuple[str, ...]  # names, in the order written
+    bytes: int  # total size
+
+
+def build_site(model_path: str | Path, out: str | Path, *, ort_dir: str | Path | None = None,
+               registry: Registry | None = None) -> Site:
+    """Write the page for the layerzoo .onnx file ``model_path`` into the new folder ``out``.
+
+    ``out`` must not exist or be empty. Every check runs before anything is written, and the
+    folder appears whole or not at all (it is assembled next to ``out`` and renamed).
+    ArtifactError (one line) for an unusable model, a run directory, a non-empty ``out`` or
+    missing onnxruntime-web files. ``registry`` builds the spec for the card's layer summary.
+    """
+    model_path, out = Path(model_path), Path(out)
+    if model_path.is_dir():
+        raise ArtifactError(f"{model_path} is a directory; `zoo web` takes an .onnx file (export "
+                            f"a run with `zoo export {model_path} -o model.onnx`)")
+    _check_out(out)
+    sources = find_ort_dir(ort_dir)
+    # the contract's checks (export/contract.py): layerzoo metadata, signature, no external data
+    meta = OnnxModel.load(model_path).meta
+    sidecar = _sidecar(meta, model_path, registry, _ort_version(sources))
+    page = importlib.resources.files("zoo.webpage")
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        shutil.copyfile(model_path, staging / MODEL_NAME)
+        (staging / SIDECAR).write_text(json.dumps(sidecar, ensure_ascii=False, indent=1) + "\n",
+                                       encoding="utf-8")
+        for name in PAGE_FILES:
+            (staging / name).write_bytes((page / name).read_bytes())
+        for name in ORT_FILES:
+            shutil.copyfile(sources / name, staging / name)
+        staging.chmod(0o755)  # mkdtemp makes it private; a served folder is for reading
+        if out.is_dir():
+            out.rmdir()  # empty, checked above
+        staging.rename(out)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ArtifactError(f"cannot write {out}: {e.strerror or e}") from None
+    files = (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES)
+    return Site(out, files, sum((out / name).stat().st_size for name in files))
+
+
+def find_ort_dir(override: str | Path | None = None) -> Path:
+    """The folder holding onnxruntime-web's wasm-backend files (see the module docstring)."""
+    if override is None and os.environ.get(ORT_ENV):
+        override = os.environ[ORT_ENV]
+    if override is not None:
+        candidates = [Path(override)]
+    else:
+        checkout = Path(str(importlib.resources.files("zoo.webpage"))).parent
+        candidates = list(dict.fromkeys([checkout / ORT_SUBDIR, Path.cwd() / ORT_SUBDIR]))
+    for folder in candidates:
+        if all((folder / name).is_file() for name in ORT_FILES):
+            return folder
+    where = " or ".join(str(c) for c in candidates)
+    missing = [n for n in ORT_FILES if not (candidates[0] / n).is_file()]
+    raise ArtifactError(f"onnxruntime-web's wasm files are missing ({', '.join(missing)} not in "
+                        f"{where}); {INSTALL_HINT}, or set {ORT_ENV} to a folder that has them")
+
+
+def server(folder: str | Path, *, port: int = 8000, host: str = "127.0.0.1"
+           ) -> http.server.ThreadingHTTPServer:
+    """A standard-library HTTP server for a ``zoo web`` folder, listening, not yet serving.
+
+    ``port=0`` picks a free port (``server.server_address[1]``). Use it as a context manager
+    and call ``serve_forever()``; ``shutdown()`` from another thread stops it.
+    """
+    folder = Path(folder)
+    if not (folder / "index.html").is_file() or not (folder / SIDECAR).is_file():
+        raise ArtifactError(f"{folder} is not a `zoo web` folder (no index.html and "
+                            f"{SIDECAR}); write one with `zoo web MODEL.onnx -o {folder}`")
+    handler = functools.partial(_Handler, directory=str(folder))
+    try:
+        return http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as e:
+        raise ArtifactError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+
+
+def serve(folder: str | Path, *, port: int = 8000, host: str = "127.0.0.1",
+          ready: Callable[[str], None] | None = None) -> None:
+    """Serve a ``zoo web`` folder until interrupted; ``ready(url)`` once it listens."""
+    with server(folder, port=port, host=host) as httpd:
+        if ready is not None:
+            ready(f"http://{host}:{httpd.server_address[1]}/")
+        try:
+            httpd.serve_forever()
+        except KeyboardInterrupt:
+            pass
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    # browsers refuse ES modules served as application/octet-stream, Python's guess for .mjs
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME}
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: one line per request would bury the URL printed at start."""
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ArtifactError(f"{out} exists and is not a folder; give a new folder for the page")
+    if out.is_dir() and any(out.iterdir()):
+        raise ArtifactError(f"{out} is not empty; give a new or empty folder (zoo web does not "
+                            "overwrite files)")
+    if not out.parent.is_dir():
+        raise ArtifactError(f"cannot write {out}: folder {out.parent} does not exist")
+
+
+def _sidecar(meta: Metadata, source: Path, registry: Registry | None, ort_version: str | None
+             ) -> dict[str, Any]:
+    """model.json: the file's layerzoo metadata, plus the card's summary when it can be built."""
+    summary, parameters = _summary(meta, source, registry)
+    return {"model": MODEL_NAME, "source": source.name, "vocab": list(meta.vocab),
+            "context": meta.context, "spec": meta.spec, "metrics": meta.metrics,
+            "quantized": meta.quantized, "versions": meta.versions,
+            "parameters": parameters, "summary": summary, "onnxruntime_web": ort_version}
+
+
+def _summary(meta: Metadata, source: Path, registry: Registry | None
+             ) -> tuple[str | None, int | None]:
+    """The spec's layer table and parameter count, or (None, None) if its plugins are absent."""
+    try:
+        import torch
+
+        from zoo import report
+        from zoo.build import build_model
+        from zoo.spec import Spec
+
+        spec = Spec.from_dict(meta.spec, source=str(source))
+        with torch.random.fork_rng():  # the weights are thrown away: leave the caller's RNG be
+            model = build_model(spec, len(meta.vocab), registry=registry)
+    except (ZooError, ImportError):
+        return None, None
+    return report.summary(model, source.name), model.num_parameters()
+
+
+def _ort_version(folder: Path) -> str | None:
+    try:
+        return json.loads((folder.parent / "package.json").read_text(encoding="utf-8"))["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -1,0 +1,56 @@
+"""The ``rmsnorm`` layer: root-mean-square normalisation over the last axis (no mean removed).
+
+Written out rather than ``nn.RMSNorm`` so it exports to plain ONNX ops on every supported
+opset; ``x * rsqrt(mean(x^2) + eps) * weight``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from zoo import LayerType, Place, Shape, ShapeError, hookimpl, param
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) over the last axis, times a learned per-feature scale."""
+
+    def __init__(self, dim: int, eps: float, affine: bool) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None  # (C,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)  # (..., C)
+        return y * self.weight if self.weight is not None else y  # (..., C)
+
+
+@dataclass(frozen=True)
+class RMSNormParams:
+    eps: float = param(1e-5, "added to the mean square for numerical stability", min=0.0)
+    affine: bool = param(True, "learn a scale per feature (initialised to 1)")
+
+
+def _shape(in_shape: Shape, params: RMSNormParams, place: Place) -> Shape:
+    if len(in_shape) not in (1, 2):
+        dims = ", ".join(map(str, in_shape))
+        raise ShapeError(f"expects features [B, C] or [B, T, C], got [B, {dims}]")
+    return in_shape
+
+
+RMSNORM = LayerType(
+    name="rmsnorm",
+    doc="Root-mean-square normalisation over the last axis with a learned scale "
+        "([B, C] or [B, T, C]).",
+    params=RMSNormParams,
+    shape=_shape,
+    build=lambda s, p, pl: RMSNorm(s[-1], p.eps, p.affine),
+    causal=True,  # position by position
+)
+
+
+@hookimpl
+def layerzoo_register_layers(register):
+    register(RMSNORM)

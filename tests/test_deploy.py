@@ -1,0 +1,117 @@
+"""Deployment files: clean of the exporting machine, int8 with a loss verdict, refused input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import pytest
+
+import zoo
+from zoo.build import build_model
+from zoo.errors import ArtifactError
+from zoo.export.contract import INT8_DYNAMIC, LAYERZOO_KEYS, QUANTIZED_KEY
+from zoo.export.onnx import export_onnx, export_run
+from zoo.export.quantize import quantize_onnx
+from zoo.export.runtime import OnnxModel
+from zoo.registry import get_registry
+
+Exported = Callable[[str], tuple[Path, Path]]
+ROOT = Path(zoo.__file__).resolve().parents[1]  # where the built-in plugins' sources live
+VOCAB = tuple(".abcdefghijklmnopqrstuvwxyz")
+
+
+def all_presets() -> list[str]:
+    return sorted(get_registry().presets)
+
+
+def test_third_party_preset_is_among_the_exported() -> None:
+    assert "extra-mlp" in all_presets()  # the Makefile pip-installs tests/thirdparty/extra
+
+
+@pytest.mark.parametrize("preset", all_presets())
+def test_exported_file_carries_no_paths_or_source(preset: str, tmp_path: Path) -> None:
+    folder = tmp_path / "home" / "alice-secret-xyzzy" / "exports"
+    folder.mkdir(parents=True)
+    model = build_model(preset, len(VOCAB))
+    path = export_onnx(model, folder / "model.onnx", vocab=VOCAB)
+    data = path.read_bytes()
+    sources = {str(ROOT), "alice-secret-xyzzy", "site-packages", 'File "'}
+    extra = importlib.util.find_spec("layerzoo_extra")  # the third-party plugin's own folder
+    if extra is not None and extra.origin:
+        sources.add(str(Path(extra.origin).resolve().parent))
+    assert [s for s in sources if s.encode() in data] == []
+    proto = onnx.load_from_string(data)
+    assert not [n for n in proto.graph.node if n.metadata_props or n.doc_string]
+    assert not proto.doc_string and not proto.graph.doc_string
+    assert {p.key for p in proto.metadata_props} <= set(LAYERZOO_KEYS)
+
+
+def test_int8_file_is_smaller_keeps_metadata_and_is_judged_by_loss(exported: Exported,
+                                                                    cli, tmp_path: Path) -> None:
+    run_dir, fp32 = exported("mlp")
+    out = tmp_path / "q.onnx"
+    result = cli("export", str(run_dir), "--int8", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    q, f = OnnxModel.load(out), OnnxModel.load(fp32)
+    assert q.quantized == INT8_DYNAMIC and f.quantized is None
+    assert {k: v for k, v in q.metadata.items() if k != QUANTIZED_KEY} == f.metadata
+    assert out.stat().st_size < fp32.stat().st_size
+    assert len(q.sample(20, seed=0)) == 20
+    check = cli("check", str(run_dir), str(out))
+    assert "validation loss: torch" in check.output and "drift" in check.output
+    assert ("ok" in check.output) == (check.exit_code == 0)
+    strict = cli("check", str(run_dir), str(out), "--max-loss-drift", "0")
+    loose = cli("check", str(run_dir), str(out), "--max-loss-drift", "5")
+    assert (strict.exit_code, loose.exit_code) in ((1, 0), (0, 0))
+    assert loose.exit_code == 0 and "TOO HIGH" not in loose.output
+
+
+def test_int8_of_an_onnx_file_and_refusal_of_a_quantised_one(exported: Exported, cli,
+                                                             tmp_path: Path) -> None:
+    _, fp32 = exported("mlp")
+    q = quantize_onnx(fp32, tmp_path / "q.onnx")
+    with pytest.raises(ArtifactError, match="already quantised"):
+        quantize_onnx(q, tmp_path / "qq.onnx")
+    result = cli("export", str(q), "--int8", "-o", str(tmp_path / "qq.onnx"))
+    assert result.exit_code == 2 and "already quantised" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "qq.onnx").exists()
+
+
+@pytest.mark.parametrize("value", ["-0.5", "nan", "inf"])
+def test_bad_max_loss_drift_is_one_line(exported: Exported, cli, value: str) -> None:
+    run_dir, fp32 = exported("mlp")
+    result = cli("check", str(run_dir), str(fp32), "--max-loss-drift", value)
+    assert result.exit_code == 2 and "max_loss_drift" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("opset", ["99", "17", "0"])
+def test_unsupported_opset_is_refused_and_nothing_written(exported: Exported, cli,
+                                                          tmp_path: Path, opset: str) -> None:
+    run_dir, _ = exported("mlp")
+    out = tmp_path / "m.onnx"
+    result = cli("export", str(run_dir), "--opset", opset, "-o", str(out))
+    assert result.exit_code == 2 and f"opset {opset} is not supported" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_export_refuses_to_overwrite_the_runs_own_files(exported: Exported, cli) -> None:
+    run_dir, _ = exported("mlp")
+    for name in ("weights.safetensors", "spec.json", "meta.json", "vocab.json"):
+        before = (run_dir / name).read_bytes()
+        result = cli("export", str(run_dir), "-o", str(run_dir / name))
+        assert result.exit_code == 2 and "the run's own file" in result.output, result.output
+        assert (run_dir / name).read_bytes() == before
+
+
+def test_export_run_writes_the_requested_opset(exported: Exported, tmp_path: Path) -> None:
+    run_dir, _ = exported("mlp")
+    path = export_run(run_dir, tmp_path / "m.onnx", opset=18)
+    opsets = {o.domain: o.version for o in onnx.load(path).opset_import}
+    assert opsets.get("", opsets.get("ai.onnx")) == 18
+    assert json.loads(OnnxModel.load(path).metadata["vocab"])[0] == "."

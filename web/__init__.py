@@ -1,0 +1,1 @@
+"""The browser page's static files (installed as ``zoo.webpage``), copied by ``zoo web``."""

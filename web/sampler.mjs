@@ -1,0 +1,145 @@
+// The sampler: words from any function that maps contexts to next-character logits.
+//
+// A port of zoo/sampling.py (same generator, same float64 inverse CDF, same top-k tie rule),
+// so the same model and settings give the same words here as `zoo sample`:
+//
+//     import { sample } from "./sampler.mjs";
+//     const words = await sample(logitsFn, { vocab, context: 3, n: 20, seed: 0n });
+//
+// ``logitsFn(ids, rows)`` takes an int64 BigInt64Array of ``rows`` contexts (row-major,
+// ``context`` ids each) and resolves to a Float32Array of ``rows * vocab.length`` logits.
+// All words of a call grow as one batch; a word that ends leaves it.
+
+import { uniform, wordKey } from "./rng.mjs";
+
+export const MAX_SEED = (1n << 64n) - 1n;
+
+/** Bad settings: the message names the setting and what it must be. */
+export class SettingsError extends Error {}
+
+/** Check and normalise the settings; throws SettingsError naming every problem at once. */
+export function settings(options) {
+  const vocab = options.vocab;
+  const o = {
+    vocab, context: options.context, n: options.n ?? 20, seed: options.seed ?? 0n,
+    temperature: options.temperature ?? 1.0, topK: options.topK ?? null,
+    prefix: options.prefix ?? "", maxLength: options.maxLength ?? 64, start: options.start ?? 0n,
+  };
+  const problems = [];
+  const isCount = (v) => Number.isSafeInteger(v) && v >= 0;
+  if (!Array.isArray(vocab) || vocab.length < 2 || vocab[0] !== ".") {
+    problems.push("vocab must be '.' followed by distinct single characters");
+  }
+  if (!Number.isSafeInteger(o.context) || o.context < 1) {
+    problems.push(`context must be an integer >= 1, got ${o.context}`);
+  }
+  if (!isCount(o.n)) problems.push(`n must be an integer >= 0, got ${o.n}`);
+  if (typeof o.seed !== "bigint" || o.seed < 0n || o.seed > MAX_SEED) {
+    problems.push(`seed must be an integer in [0, 2**64), got ${o.seed}`);
+  }
+  if (typeof o.start !== "bigint" || o.start < 0n || o.start > MAX_SEED) {
+    problems.push(`start must be an integer in [0, 2**64), got ${o.start}`);
+  }
+  if (typeof o.temperature !== "number" || !Number.isFinite(o.temperature)
+      || o.temperature <= 0) {
+    problems.push(`temperature must be a number > 0, got ${o.temperature}`);
+  }
+  if (o.topK !== null && (!Number.isSafeInteger(o.topK) || o.topK < 1)) {
+    problems.push(`top-k must be an integer >= 1, got ${o.topK}`);
+  }
+  if (!Number.isSafeInteger(o.maxLength) || o.maxLength < 1) {
+    problems.push(`max-length must be an integer >= 1, got ${o.maxLength}`);
+  } else if ([...o.prefix].length > o.maxLength) {
+    problems.push(`prefix ${JSON.stringify(o.prefix)} is longer than max-length ${o.maxLength}`);
+  }
+  if (Array.isArray(vocab)) {
+    const unknown = [...o.prefix].filter((c) => c === "." || !vocab.includes(c));
+    if (unknown.length) {
+      const chars = [...new Set(unknown)].sort().map((c) => JSON.stringify(c)).join(", ");
+      problems.push(`prefix ${JSON.stringify(o.prefix)} has characters outside the model's `
+        + `vocabulary: ${chars} (the vocabulary is ${JSON.stringify(vocab.slice(1).join(""))})`);
+    }
+  }
+  if (problems.length) throw new SettingsError(problems.join("; "));
+  return o;
+}
+
+/**
+ * Sample ``n`` words (words ``start`` .. ``start + n - 1`` of ``seed``).
+ *
+ * Each word starts with ``prefix`` and has at most ``maxLength`` characters (prefix
+ * included); the closing '.' is left out. ``seed`` and ``start`` are BigInts.
+ */
+export async function sample(logitsFn, options) {
+  const o = settings(options);
+  const V = o.vocab.length;
+  const T = o.context;
+  const k = o.topK === null ? V : Math.min(o.topK, V);
+  const prefixIds = [...o.prefix].map((c) => o.vocab.indexOf(c));
+  const steps = o.maxLength - prefixIds.length;
+  // each word: its key, its context window (last T ids) and the characters drawn so far
+  const words = [];
+  for (let w = 0; w < o.n; w++) {
+    const ids = new Array(T).fill(0).concat(prefixIds).slice(-T);
+    words.push({ key: wordKey(o.seed, o.start + BigInt(w)), window: ids, drawn: [] });
+  }
+  let active = words.filter(() => steps > 0);
+  for (let s = 0; s < steps && active.length; s++) {
+    const batch = new BigInt64Array(active.length * T); // (A, T)
+    active.forEach((word, r) => {
+      for (let t = 0; t < T; t++) batch[r * T + t] = BigInt(word.window[t]);
+    });
+    const logits = await logitsFn(batch, active.length); // (A, V) float32
+    if (logits.length !== active.length * V) {
+      throw new Error(`the model returned ${logits.length} logits for ${active.length} `
+        + `contexts; expected ${active.length * V} for a ${V}-symbol vocabulary`);
+    }
+    const next = [];
+    active.forEach((word, r) => {
+      const id = pick(logits.subarray(r * V, (r + 1) * V), uniform(word.key, s),
+        o.temperature, k);
+      if (id !== 0) {
+        word.drawn.push(id);
+        word.window.shift();
+        word.window.push(id);
+        next.push(word);
+      }
+    });
+    active = next;
+  }
+  return words.map((word) => o.prefix + word.drawn.map((id) => o.vocab[id]).join(""));
+}
+
+/** Inverse-CDF choice from softmax(logits / temperature) over the top k, in float64. */
+export function pick(logits, u, temperature, k) {
+  const V = logits.length;
+  const z = Float64Array.from(logits); // (V,)
+  if (!z.every(Number.isFinite)) {
+    throw new Error("the model returned non-finite logits (NaN or inf); its weights are broken");
+  }
+  if (k < V) {
+    const kth = Float64Array.from(z).sort().at(V - k); // the k-th largest
+    for (let i = 0; i < V; i++) if (z[i] < kth) z[i] = -Infinity; // ties at kth stay in
+  }
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (z[i] > max) max = z[i];
+  let total = 0;
+  const cdf = new Float64Array(V);
+  for (let i = 0; i < V; i++) {
+    total += Math.exp((z[i] - max) / temperature); // subtract first: any temperature > 0
+    cdf[i] = total;
+  }
+  const target = Math.min(u * total, nextBelow(total));
+  let chosen = 0;
+  for (let i = 0; i < V; i++) if (cdf[i] <= target) chosen++;
+  return chosen;
+}
+
+const scratch = new DataView(new ArrayBuffer(8));
+
+/** The largest float64 below a positive finite ``x`` (numpy's nextafter(x, 0)). */
+function nextBelow(x) {
+  scratch.setFloat64(0, x);
+  scratch.setBigUint64(0, scratch.getBigUint64(0) - 1n);
+  return scratch.getFloat64(0);
+}
