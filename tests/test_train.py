@@ -147,7 +147,7 @@ def test_writes_are_atomic_a_failed_write_leaves_the_old_file(tmp_path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(ArtifactError, match="disk full; the file there is unchanged"):
         rundir.save_weights(result.path / rundir.WEIGHTS, result.model)
     assert (result.path / rundir.WEIGHTS).read_bytes() == before
     assert not [p for p in result.path.iterdir() if p.name.endswith(".tmp")]

@@ -100,8 +100,10 @@ class DirLock:
 
     def release(self) -> None:
         if self.fd is not None:
-            with contextlib.suppress(OSError):  # no pid left behind for the next reader
-                os.ftruncate(self.fd, 0)
+            # removed while still held: a finished run holds only its own files, and a process
+            # that opened the old file meanwhile sees that it was replaced (lock_dir retries)
+            with contextlib.suppress(OSError):
+                os.unlink(self.folder / LOCK_NAME)
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
 
@@ -132,14 +134,21 @@ def lock_dir(folder: str | Path) -> DirLock:
     import fcntl
 
     folder = Path(folder)
-    fd = _open_lock(folder)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    while True:
+        fd = _open_lock(folder)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ArtifactError(f"{folder} is being written by another process (pid {pid}); "
+                                "wait for it to finish, or use another folder") from None
+        try:  # the file locked must still be the one in the folder (its holder removes it)
+            if os.stat(folder / LOCK_NAME).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        raise ArtifactError(f"{folder} is being written by another process (pid {pid}); wait "
-                            "for it to finish, or use another folder") from None
     try:  # the holder's pid, for the message another process gets
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

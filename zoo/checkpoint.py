@@ -64,12 +64,12 @@ def load_checkpoint(path: Path, model: Model, optimizer: torch.optim.Optimizer,
     tensors, meta = rundir.read_tensors(file)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ArtifactError(f"{file} is not a layerzoo checkpoint")
-    rundir.check_binding(path, meta, file)
     try:
         step = int(meta["step"])
         saved = json.loads(meta["optimizer"])
         model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
         rundir.load_model_state(model, model_state, file)
+        rundir.check_binding(path, meta, file)  # after the shapes: those name the mismatch best
         state: dict[int, dict[str, Any]] = {}
         for pid, values in saved["state"].items():
             state.setdefault(int(pid), {}).update(values)

@@ -134,10 +134,11 @@ def check_binding(run: Path, metadata: dict[str, str], file: Path) -> None:
     """
     for key, digest in binding(run).items():
         if key in metadata and metadata[key] != digest:
-            what = "its model table" if BOUND[key] == SPEC else "its symbols"
-            raise ArtifactError(f"{run / BOUND[key]} was changed after {file} was saved "
-                                f"({what} differ from the digest stored there); the weights "
-                                "would give wrong results: restore the file or train again")
+            what = "model table" if BOUND[key] == SPEC else "symbols"
+            raise ArtifactError(f"{run / BOUND[key]} was changed after {file} was saved (its "
+                                f"{what} differ from the digest stored there; or the file is "
+                                "from another run); the weights would give wrong results: "
+                                "restore the file or train again")
 
 
 def save_weights(path: Path, model: Model, metadata: dict[str, str] | None = None) -> None:
