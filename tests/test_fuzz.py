@@ -344,7 +344,7 @@ JUNK = st.sampled_from([None, "3", 2.5, True, [1], math.nan, -1])
 PREFIXES = st.one_of(st.text(alphabet="abcxyz", max_size=6),
                      st.text(alphabet="abcz.Aé \n0", max_size=6), st.text(max_size=4), JUNK)
 SAMPLING = {
-    "n": st.one_of(st.integers(-2, 40), st.sampled_from([10**6 + 1, 10**12]), JUNK),
+    "n": st.one_of(st.integers(-2, 40), st.sampled_from([10**7 + 1, 10**12]), JUNK),
     "seed": st.one_of(st.integers(-2, 2**70), JUNK),
     "temperature": st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                              st.sampled_from([1e-300, 1e-3, 1.0, 1e300, 0, -1, 5]), JUNK),

@@ -232,3 +232,16 @@ def test_seed_and_start_out_of_range_are_refused(options: dict, fragment: str) -
 
 def test_top_seed_and_last_index_work() -> None:
     assert len(draw(seed=2**64 - 1, start=2**64 - 3, n=3)) == 3
+
+
+def test_a_list_is_capped_but_the_stream_is_not() -> None:
+    """``sample`` refuses more words than a list should hold; ``sample_text`` streams them."""
+    from zoo.sampling import MAX_LIST
+
+    vocab = (".", "a", "b")
+    uniform = lambda x: np.zeros((len(x), 3), np.float32)  # noqa: E731
+    with pytest.raises(SpecError, match="sample_text"):
+        sample(uniform, vocab=vocab, context=2, n=MAX_LIST + 1, seed=0)
+    stream = sample_text(uniform, vocab=vocab, context=2, n=10**12, seed=0)
+    first = next(stream)  # lazily: the first chunk only
+    assert first.count("\n") >= 1 and set(first) <= {"a", "b", "\n"}

@@ -1,7 +1,7 @@
 """Checkpoints: weights, optimizer state, RNG states, step and the pending losses in one file.
 
 One safetensors file, written atomically, so a crash can never pair the weights of one step
-with the optimizer of another. No pickle: the optimizer's non-tensor state is JSON metadata.
+with the optimizer of another. No pickle anywhere: non-tensor optimizer state is JSON metadata.
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ WORKERS = 2  # chunks growing at once (threads): the model of one overlaps the n
 CHUNK = 4096  # words per batch: amortises each call, stays in cache (best of 2048..65536)
 MAX_IDS = 1 << 24  # ids held per chunk (128 MiB of int64): shrinks the chunk for long words
 MAX_LENGTH = MAX_IDS // 2  # a longer word would not fit a chunk of one row
+MAX_LIST = 10_000_000  # words ``sample`` returns as one list; ``sample_text`` streams any n
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 
@@ -78,6 +79,9 @@ def sample(logits_fn: LogitsFn, *, vocab: Sequence[str], context: int, n: int, s
     Bad settings raise SpecError; prefix characters outside the vocabulary raise DataError.
     """
     chars = _check(vocab, context, n, seed, start, temperature, top_k, prefix, max_length)
+    if n > MAX_LIST:  # a list holds every word at once: stream larger requests instead
+        raise SpecError(f"n must be at most {MAX_LIST:,} for a list of words, got {_short(n)}; "
+                        "sample_text (or `zoo sample`) streams any number", "sampling")
     words: list[str] = []
     for grown in _chunks(logits_fn, chars, context, n, seed, start, temperature, top_k,
                          prefix, max_length):
