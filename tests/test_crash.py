@@ -16,6 +16,9 @@ from safetensors.torch import load_file
 from zoo import rundir
 from zoo.train import train
 
+# exact one-line messages: only the built-in plugins load, whatever else is installed
+pytestmark = pytest.mark.usefixtures("fresh_registry")
+
 RECIPE = ["--steps", "300", "--batch-size", "32", "--set", "train.eval_every=50"]
 
 

@@ -32,6 +32,9 @@ from zoo.distributed import (
 from zoo.errors import TrainingError
 from zoo.train import train
 
+# exact one-line messages: only the built-in plugins load, whatever else is installed
+pytestmark = pytest.mark.usefixtures("fresh_registry")
+
 LAYERS = [{"type": "embedding", "dim": 8}, "flatten", {"type": "linear", "out": 32}, "tanh",
           "linear"]
 BN_LAYERS = [{"type": "embedding", "dim": 8}, "flatten", {"type": "linear", "out": 32},

@@ -24,6 +24,9 @@ from zoo.errors import ArtifactError, SpecError, TrainingError
 from zoo.recipe import resolve_recipe
 from zoo.train import Interrupted, train
 
+# exact one-line messages: only the built-in plugins load, whatever else is installed
+pytestmark = pytest.mark.usefixtures("fresh_registry")
+
 FAST = {"steps": 60, "eval_every": 20, "batch_size": 32}
 
 
