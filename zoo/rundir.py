@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from zoo import atomic, files
 from zoo.build import Model, build_model
 from zoo.data import Vocab
 from zoo.errors import ArtifactError, ZooError
-from zoo.registry import Registry, layerzoo_version
+from zoo.registry import Registry
 from zoo.spec import Spec
 
 __all__ = ["Run", "open_run", "is_run_dir", "read_tensors", "save_weights", "load_model_state",
@@ -48,14 +47,6 @@ CHECKPOINT, META, METRICS, PLOT = "checkpoint.safetensors", "meta.json", "metric
 REQUIRED = (SPEC, VOCAB, WEIGHTS, META)
 BOUND = {"layerzoo.model_sha256": SPEC, "layerzoo.vocab_sha256": VOCAB}  # in weights' metadata
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-def versions() -> dict[str, str]:
-    """The versions a run or an export records."""
-    import numpy as np
-
-    return {"layerzoo": layerzoo_version(), "torch": torch.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
 
 
 def is_run_dir(path: str | Path) -> bool:

@@ -36,6 +36,7 @@ from zoo.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from zoo.data import Dataset, Vocab, Windows, load_dataset
 from zoo.distributed import Sync, World, check_scale, peer_error, pick_device
 from zoo.errors import ArtifactError, SpecError, TrainingError
+from zoo.export.contract import versions
 from zoo.preflight import check_batch_size
 from zoo.recipe import NAMED, Recipe, default_eval_every, make_optimizer, resolve_recipe
 from zoo.registry import Registry
@@ -205,7 +206,7 @@ def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str,
     # the words file is stored resolved, so `--resume` works from any folder
     meta = {"spec": run_spec.source, "seed": recipe.seed, "recipe": dataclasses.asdict(recipe),
             "eval_every_auto": given.get("eval_every") is None,
-            "versions": rundir.versions(),
+            "versions": versions(),  # the one dict exported files record too
             "data": {"path": str(Path(dataset.path).resolve()), "sha256": dataset.sha256,
                      "words": dataset.words,
                      "windows": {k: len(v) for k, v in dataset.splits.items()}},
