@@ -38,7 +38,8 @@ class LayerNormParams:
     affine: bool = param(True, "learn a scale and a shift per feature")
 
 
-def _features(in_shape: Shape, place: Place) -> Shape:
+def features_shape(in_shape: Shape, params: object, place: Place) -> Shape:
+    """The shape function of a layer that normalises features [B, C] or [B, T, C] in place."""
     if len(in_shape) not in (1, 2):
         dims = ", ".join(map(str, in_shape))
         raise ShapeError(f"expects features [B, C] or [B, T, C], got [B, {dims}]")
@@ -49,7 +50,7 @@ BATCHNORM = LayerType(
     name="batchnorm",
     doc="Batch normalisation over the batch (and time) axes; running statistics in eval mode.",
     params=BatchNormParams,
-    shape=lambda s, p, pl: _features(s, pl),
+    shape=features_shape,
     build=lambda s, p, pl: SequenceBatchNorm(s[-1], eps=p.eps, momentum=p.momentum,
                                              affine=p.affine),
 )
@@ -58,7 +59,7 @@ LAYERNORM = LayerType(
     name="layernorm",
     doc="Layer normalisation over the last axis.",
     params=LayerNormParams,
-    shape=lambda s, p, pl: _features(s, pl),
+    shape=features_shape,
     build=lambda s, p, pl: nn.LayerNorm(s[-1], eps=p.eps, elementwise_affine=p.affine),
 )
 

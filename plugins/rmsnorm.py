@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from zoo import LayerType, Place, Shape, ShapeError, hookimpl, param
+from zoo import LayerType, hookimpl, param
+from zoo.plugins.norm import features_shape
 
 
 class RMSNorm(nn.Module):
@@ -33,19 +34,12 @@ class RMSNormParams:
     affine: bool = param(True, "learn a scale per feature (initialised to 1)")
 
 
-def _shape(in_shape: Shape, params: RMSNormParams, place: Place) -> Shape:
-    if len(in_shape) not in (1, 2):
-        dims = ", ".join(map(str, in_shape))
-        raise ShapeError(f"expects features [B, C] or [B, T, C], got [B, {dims}]")
-    return in_shape
-
-
 RMSNORM = LayerType(
     name="rmsnorm",
     doc="Root-mean-square normalisation over the last axis with a learned scale "
         "([B, C] or [B, T, C]).",
     params=RMSNormParams,
-    shape=_shape,
+    shape=features_shape,  # the same inputs as batchnorm and layernorm
     build=lambda s, p, pl: RMSNorm(s[-1], p.eps, p.affine),
     causal=True,  # position by position
 )
