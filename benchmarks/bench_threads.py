@@ -1,7 +1,7 @@
-"""Training steps/s under CPU contention: default thread rule vs 1 vs 2 threads.
+"""Training steps/s under CPU contention: the adaptive default vs 1 vs 2 threads.
 
-    .venv/bin/python benchmarks/bench_threads.py                  # ~5 min on 2 quiet cores
-    .venv/bin/python benchmarks/bench_threads.py --seconds 5 --rounds 3
+    .venv/bin/python benchmarks/bench_threads.py                  # ~4 min on 2 quiet cores
+    .venv/bin/python benchmarks/bench_threads.py --rounds 3       # medians of 3 (~12 min)
 
 For each model (mlp-bn, wavenet and the largest preset) and each thread setting, a fresh
 process trains for ``--seconds`` (after a warm-up) while 0, 1 or 2 other CPU-bound processes
@@ -25,8 +25,13 @@ SETTINGS = {"default": {}, "1": {"OMP_NUM_THREADS": "1"}, "2": {"OMP_NUM_THREADS
 
 
 def worker(name: str, seconds: float) -> None:
-    """Train ``name`` on random windows for ``seconds``; print steps/s and the thread count."""
+    """Train ``name`` on random windows for ``seconds``; print steps/s and the thread count.
+
+    The thread count is chosen as ``zoo train`` chooses it (zoo.threads.start: the adaptive
+    controller unless OMP_NUM_THREADS fixes it), and the controller sees every step's time.
+    """
     import torch
+    import torch.nn.functional as F
 
     from zoo import threads
     from zoo.build import build_model
@@ -34,23 +39,31 @@ def worker(name: str, seconds: float) -> None:
     from zoo.spec import load_spec
     from zoo.train import train_step
 
+    threads.reproducible()
     spec = load_spec(name)
     recipe = resolve_recipe(spec.train)
     torch.manual_seed(0)
     model = build_model(spec, 27)
     model.train()
-    n = threads.configure(threads.step_work(model.num_parameters(), recipe.batch_size,
-                                            spec.context))
     opt = make_optimizer(model, recipe)
     x = torch.randint(0, 27, (64, recipe.batch_size, spec.context))  # (R, B, T)
     y = torch.randint(0, 27, (64, recipe.batch_size))  # (R, B)
-    for i in range(10):  # warm-up
+    control, _ = threads.start(model, x[0], y[0], F.cross_entropy, None, on_cpu=True,
+                               distributed=False)
+    for i in range(10):  # warm-up (the controller's first trial may start here)
+        t0 = time.perf_counter()
         train_step(model, opt, x[i], y[i])
+        if control is not None:
+            control.observe(time.perf_counter() - t0)
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
+        took = time.perf_counter()
         train_step(model, opt, x[steps % 64], y[steps % 64])
+        if control is not None:
+            control.observe(time.perf_counter() - took)
         steps += 1
-    print(f"{steps / (time.perf_counter() - t0):.3f} {n}")
+    used = "adaptive" if control is not None else torch.get_num_threads()
+    print(f"{steps / (time.perf_counter() - t0):.3f} {used}")
 
 
 def largest_preset() -> str:
@@ -67,13 +80,13 @@ def largest_preset() -> str:
     return max(sizes, key=sizes.__getitem__)
 
 
-def measure(name: str, setting: str, seconds: float) -> tuple[float, int]:
+def measure(name: str, setting: str, seconds: float) -> tuple[float, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                           "OMP_WAIT_POLICY")}
+                                                           "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(SETTINGS[setting])
     out = subprocess.run([sys.executable, __file__, "--worker", name, "--seconds", str(seconds)],
                          env=env, capture_output=True, text=True, check=True).stdout.split()
-    return float(out[0]), int(out[1])
+    return float(out[0]), out[1]
 
 
 def main() -> None:
@@ -91,7 +104,7 @@ def main() -> None:
     models = args.models or list(dict.fromkeys(["mlp-bn", "wavenet", largest_preset()]))
     print(f"uptime before: {os.getloadavg()}; cores {os.cpu_count()}", flush=True)
     rate: dict[tuple[str, str, int], list[float]] = {}
-    used: dict[tuple[str, str], int] = {}
+    used: dict[tuple[str, str], str] = {}
     for _ in range(args.rounds):  # loads inside rounds: a drifting background hits all alike
         for load in args.loads:
             hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -1,39 +1,59 @@
-"""Threads for training: how many intra-op threads a model gets, and the settings that keep a
-run bit-for-bit reproducible.
+"""Threads for training: how many intra-op threads a step gets, chosen by timing the steps.
 
-Why not torch's default (one thread per core): the models here are small, so a step is a few
-short parallel regions, and every region ends at a barrier. When another process holds a core,
-the thread on that core is descheduled and the step waits for it — measured, a 40x collapse
-with two other CPU-bound processes running (benchmarks/bench_threads.py). One thread never
-waits for a sibling; it is also faster quiet for these sizes, because the regions are too short
-to pay for the hand-off. Larger steps (``work`` above ``PARALLEL_WORK``) get up to two threads.
+Why not a fixed count: the models here are small, so a step is many short parallel regions,
+each ending at a barrier. On an idle machine two threads are faster than one (1.3-1.5x for
+the presets, benchmarks/bench_threads.py); but when another process holds a core, the thread
+on that core is descheduled and every barrier waits for it: torch's default of one spinning
+thread per core was measured 40x slower with two other CPU-bound processes running, and one
+thread 1.2-1.8x. No fixed count is right for both, and the load changes while a run trains.
 
-``--threads N`` (``train(threads=N)``) wins; then ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``
-(torch read them when it started: left as they are); then the rule.
+So ``Adaptive`` times every step and moves along the ladder of counts 1, 2, 4, ... (up to
+the cores this process may use): after a few steps it tries the next count up for a few steps
+and keeps whichever was faster, tries again later (backing off while the trials lose), and
+tries the count below at once when steps suddenly get slower (another process arrived).
+
+This changes no result: ``zoo train`` checks first that one step's loss and gradients are the
+same bits on every count of the ladder (``same_bits_on_every_count``; the built-in layers run
+their thread-splitting kernels on one thread, see plugins/norm.py). A model that fails the
+check (a plugin layer whose kernel splits a reduction across threads) keeps one thread, and
+the run says so. Reproducibility therefore never depends on the machine's load.
+
+``--threads N`` (``train(threads=N)``) fixes the count; so do ``OMP_NUM_THREADS`` /
+``MKL_NUM_THREADS`` (torch read them when it started: left as they are).
 """
 
 from __future__ import annotations
 
+import copy
 import os
-import sys
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["choose", "configure", "reproducible", "step_work", "PARALLEL_WORK", "ENV_VARS"]
+__all__ = ["Adaptive", "choose", "ladder", "reproducible", "same_bits_on_every_count",
+           "ENV_VARS"]
 
 # Settings read once, when the library loads: reproducible() sets them (a caller's own win)
 # where training starts, which in a `zoo train` process is before torch is imported.
 PROCESS_SETTINGS = {
-    "MKL_CBWR": "AUTO,STRICT",  # MKL: results independent of memory alignment
-    "MKL_DYNAMIC": "FALSE",  # strict CNR holds for a fixed thread count
-    # a thread waiting at a barrier sleeps instead of spinning: with 2 threads and another
-    # process on a core, spinning siblings took 20-80x longer per step (bench_threads.py)
-    "OMP_WAIT_POLICY": "PASSIVE",
+    "MKL_CBWR": "AUTO,STRICT",  # MKL: results independent of memory alignment and threads
+    "MKL_DYNAMIC": "FALSE",  # MKL uses the count it is given
 }
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-# multiply-adds per step (parameters x batch x positions) from which a second thread pays for
-# its barriers on an otherwise idle machine; measured by benchmarks/bench_threads.py
-PARALLEL_WORK = 5e8
-MAX_AUTO_THREADS = 2
+MAX_AUTO_THREADS = 8
+
+# the controller's constants (steps are training steps; seconds are wall time)
+WINDOW = 15  # recent step times kept per count
+TRIAL_STEPS = 5  # steps a trial of another count runs
+FIRST_TRIAL_STEPS = 8  # steps on the first count before the first trial (warm-up)
+BETTER = 0.95  # a trial wins when its median step time is below 95% of the current one
+SLOWER = 1.5  # "steps got slower": the last SUDDEN steps all above 1.5x the window's median
+SUDDEN = 3
+ABORT = 3.0  # a trial step 3x slower than the current median ends the trial at once
+BACKOFF = (1.0, 32.0)  # seconds before the next trial: doubles while trials lose
 
 
 def _cores() -> int:
@@ -43,49 +63,153 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def step_work(parameters: int, batch_size: int, context: int) -> float:
-    """A rough size of one training step: parameters x windows x context positions.
+def ladder(cores: int | None = None) -> list[int]:
+    """The counts the controller moves between: 1, 2, 4, ... up to the usable cores (<= 8)."""
+    top = min(MAX_AUTO_THREADS, cores or _cores())
+    counts = [1]
+    while counts[-1] * 2 <= top:
+        counts.append(counts[-1] * 2)
+    return counts
 
-    An upper bound on multiply-adds (a layer applied to every position counts fully); it only
-    has to rank models, not time them.
+
+def choose(requested: int | None = None) -> tuple[int | None, str]:
+    """(threads, reason) for a fixed count; (None, "adaptive") when the controller decides.
+
+    ``--threads`` wins, then the environment (None: torch keeps what it read at start-up).
     """
-    return float(parameters) * batch_size * context
-
-
-def choose(work: float, requested: int | None = None) -> tuple[int | None, str]:
-    """(threads, reason): the intra-op thread count for a step of ``work``; None = leave as is."""
     if requested is not None:
         return requested, "--threads"
     for var in ENV_VARS:
         if os.environ.get(var):
             return None, var
-    if work < PARALLEL_WORK:
-        return 1, "small model: one thread"
-    if not passive_waits():
-        return 1, "OpenMP threads spin at barriers (OMP_WAIT_POLICY was not PASSIVE)"
-    return max(1, min(MAX_AUTO_THREADS, _cores())), "large model"
+    if len(ladder()) == 1:
+        return 1, "one core"
+    return None, "adaptive"
 
 
-def passive_waits() -> bool:
-    """Whether OpenMP sleeps at barriers: OMP_WAIT_POLICY=PASSIVE was set before torch loaded.
+class Adaptive:
+    """Keeps the fastest thread count of ``counts`` while the load on the machine changes.
 
-    OpenMP reads the policy once, when torch is imported; set later it changes nothing, and
-    spinning threads are what collapsed under contention.
+    Call ``observe(seconds)`` after every training step with the step's wall time; it calls
+    ``set_threads`` when it moves. ``now`` is the clock (injected for tests).
     """
-    return _POLICY_AT_TORCH_IMPORT.get("policy", "").upper() == "PASSIVE"
+
+    def __init__(self, counts: list[int], set_threads: Callable[[int], None],
+                 now: Callable[[], float] = time.perf_counter) -> None:
+        self.counts = counts
+        self.set_threads = set_threads
+        self.now = now
+        self.current = counts[0]
+        self.times: deque[float] = deque(maxlen=WINDOW)
+        self.trial: tuple[int, list[float]] | None = None
+        self.backoff = BACKOFF[0]
+        self.next_trial = 0.0  # clock time; 0 = after FIRST_TRIAL_STEPS
+        self.steps = {n: 0 for n in counts}
+        self.moves = 0
+        self.up = True  # which neighbour the next scheduled trial tries
+        set_threads(self.current)
+
+    @property
+    def threads(self) -> int:
+        return self.trial[0] if self.trial else self.current
+
+    def observe(self, seconds: float) -> None:
+        self.steps[self.threads] += 1
+        if self.trial is not None:
+            self._trial_step(seconds)
+            return
+        self.times.append(seconds)
+        if len(self.times) < FIRST_TRIAL_STEPS and not self.moves:
+            return
+        now = self.now()
+        if not self.next_trial:
+            self.next_trial = now  # the first trial: right after the warm-up steps
+        if self._slowed() and self.current != self.counts[0]:
+            self._start(self.counts[self.counts.index(self.current) - 1])
+        elif now >= self.next_trial and len(self.times) >= TRIAL_STEPS:
+            self._start(self._neighbour())
+
+    def _slowed(self) -> bool:
+        if len(self.times) < SUDDEN + TRIAL_STEPS:
+            return False
+        recent = list(self.times)[-SUDDEN:]
+        before = statistics.median(list(self.times)[:-SUDDEN])
+        return min(recent) > SLOWER * before
+
+    def _neighbour(self) -> int | None:
+        i = self.counts.index(self.current)
+        options = [j for j in ((i + 1, i - 1) if self.up else (i - 1, i + 1))
+                   if 0 <= j < len(self.counts)]
+        self.up = not self.up
+        return self.counts[options[0]] if options else None
+
+    def _start(self, count: int | None) -> None:
+        if count is None:  # a ladder of one count
+            self.next_trial = float("inf")
+            return
+        self.trial = (count, [])
+        self.set_threads(count)
+
+    def _trial_step(self, seconds: float) -> None:
+        count, trial = self.trial  # type: ignore[misc]
+        trial.append(seconds)
+        reference = statistics.median(self.times)
+        if len(trial) < TRIAL_STEPS and seconds < ABORT * reference:
+            return
+        self.trial = None
+        # the trial's first step may pay for waking threads: judge it by the rest
+        judged = trial[1:] if len(trial) > 2 else trial
+        if len(trial) >= TRIAL_STEPS and statistics.median(judged) < BETTER * reference:
+            self.current, self.moves = count, self.moves + 1
+            self.times = deque(judged, maxlen=WINDOW)
+            self.backoff = BACKOFF[0]
+        else:
+            self.set_threads(self.current)
+            self.backoff = min(self.backoff * 2, BACKOFF[1])
+        self.next_trial = self.now() + self.backoff
+
+    def summary(self) -> dict[str, Any]:
+        """What meta.json records: the count in use, the steps per count, how many moves."""
+        return {"now": self.threads, "steps": {str(n): k for n, k in self.steps.items() if k},
+                "moves": self.moves}
 
 
-_POLICY_AT_TORCH_IMPORT: dict[str, str] = {}
+def same_bits_on_every_count(step: Callable[[], tuple[Any, list[Any]]], counts: list[int],
+                             set_threads: Callable[[int], None]) -> str | None:
+    """None when ``step`` returns the same bits on every count; else what differed first.
 
-
-def configure(work: float, requested: int | None = None) -> int:
-    """Apply ``choose`` to torch; returns the thread count training will use."""
+    ``step()`` runs one forward and backward pass and returns (loss, [(name, grad), ...]).
+    """
     import torch
 
-    threads, _ = choose(work, requested)
-    if threads is not None and threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
+    reference: tuple[Any, list[Any]] | None = None
+    for count in counts:
+        set_threads(count)
+        result = step()
+        if reference is None:
+            reference = result
+            continue
+        if not torch.equal(reference[0], result[0]):
+            return f"the loss differs between 1 and {count} threads"
+        for (name, a), (_, b) in zip(reference[1], result[1], strict=True):
+            if (a is None) != (b is None) or (a is not None and not torch.equal(a, b)):
+                return f"the gradient of {name} differs between 1 and {count} threads"
+    return None
+
+
+def probe_step(model: Any, x: Any, y: Any, loss_fn: Callable[..., Any]) -> Callable[[], Any]:
+    """A ``step`` for same_bits_on_every_count: one pass on a copy, RNG state restored."""
+    import torch
+
+    def step() -> tuple[Any, list[Any]]:
+        twin = copy.deepcopy(model)  # running statistics change on the copy only
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the same dropout masks for every count
+            loss = loss_fn(twin(x), y)
+            loss.backward()
+        return loss.detach(), [(n, p.grad) for n, p in twin.named_parameters()]
+
+    return step
 
 
 def reproducible() -> None:
@@ -93,16 +217,36 @@ def reproducible() -> None:
 
     Without strict conditional numerical reproducibility the first training run in a process
     rounded differently from later ones and from other processes (measured on torch 2.13's
-    MKL). MKL and OpenMP read these when they start, so this is called where training starts:
-    by ``zoo train`` before it imports torch, and by ``train()`` (in time for MKL's first call
-    when nothing ran torch before). Not at ``import zoo``: importing a library must not change
-    the process environment.
+    MKL); with it, matrix products give the same bits on any thread count. MKL reads these when
+    it starts, so this is called where training starts: by ``zoo train`` before it imports
+    torch, and by ``train()`` (in time for MKL's first call when nothing ran torch before).
+    Not at ``import zoo``: importing a library must not change the process environment.
     """
-    if "torch" not in sys.modules:
-        for key, value in PROCESS_SETTINGS.items():
-            os.environ.setdefault(key, value)
-    else:  # too late for OpenMP; MKL may not have started yet
-        os.environ.setdefault("MKL_CBWR", PROCESS_SETTINGS["MKL_CBWR"])
-        os.environ.setdefault("MKL_DYNAMIC", PROCESS_SETTINGS["MKL_DYNAMIC"])
-    # a policy in the environment before torch loaded (set by us above, or by the user) holds
-    _POLICY_AT_TORCH_IMPORT.setdefault("policy", os.environ.get("OMP_WAIT_POLICY", ""))
+    for key, value in PROCESS_SETTINGS.items():
+        os.environ.setdefault(key, value)
+
+
+def start(model: Any, x: Any, y: Any, loss_fn: Callable[..., Any], requested: int | None,
+          *, on_cpu: bool, distributed: bool) -> tuple[Adaptive | None, dict[str, Any]]:
+    """Set torch's threads for training ``model``; (controller or None, meta.json's record).
+
+    ``x``, ``y``: one training batch, for the same-bits check.
+    """
+    import torch
+
+    fixed, reason = choose(requested)
+    if fixed is not None:
+        torch.set_num_threads(fixed)
+    elif reason == "adaptive" and (distributed or not on_cpu):
+        reason = "torch's own (several processes, or not on the CPU)"
+    elif reason == "adaptive":
+        counts = ladder()
+        differs = same_bits_on_every_count(probe_step(model, x, y, loss_fn), counts,
+                                           torch.set_num_threads)
+        if differs is None:
+            controller = Adaptive(counts, torch.set_num_threads)
+            return controller, {"threads": controller.threads,
+                                "thread_choice": {"reason": f"adaptive over {counts}"}}
+        torch.set_num_threads(1)
+        reason = f"one thread: {differs}, so a changing count would change the weights"
+    return None, {"threads": torch.get_num_threads(), "thread_choice": {"reason": reason}}

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -41,7 +42,8 @@ from zoo.preflight import check_batch_size
 from zoo.recipe import NAMED, Recipe, default_eval_every, make_optimizer, resolve_recipe
 from zoo.registry import Registry
 from zoo.spec import Spec, load_spec
-from zoo.threads import configure, reproducible, step_work
+from zoo.threads import Adaptive, reproducible
+from zoo.threads import start as start_threads
 
 __all__ = ["train", "TrainResult", "Interrupted", "evaluate", "make_optimizer", "train_step"]
 
@@ -86,6 +88,7 @@ class Loop:
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=curves.RECENT))
     sync: Sync = field(default_factory=Sync)  # the other ranks, under torchrun
     draw: curves.Drawing | None = None  # redraws loss.png (set by _loop, on rank 0)
+    threads: Adaptive | None = None  # moves the thread count with the load (zoo.threads)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -169,9 +172,14 @@ def _start(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, A
     else:
         state = _new_run("mlp-bn" if spec is None else spec, data, out, overrides or {},
                          recipe, registry, sync, held, log)
-    state.meta["threads"] = configure(step_work(state.model.num_parameters(),
-                                                state.recipe.batch_size,
-                                                state.dataset.context), threads)
+    split = state.dataset.splits["train"]
+    xb, yb = split.batch(np.arange(min(state.recipe.batch_size, len(split))))  # (B, T), (B,)
+    state.threads, record = start_threads(
+        state.model, torch.from_numpy(xb), torch.from_numpy(yb), F.cross_entropy, threads,
+        on_cpu=sync.device.type == "cpu", distributed=sync.world.distributed)
+    state.meta.update(record)
+    if log is not None and sync.writer and record["thread_choice"]["reason"].startswith("one"):
+        log(f"threads: {record['thread_choice']['reason']}")
     return state
 
 
@@ -296,6 +304,9 @@ def _stop_on_signals() -> Iterator[list[int]]:
 
 def _checkpoint(s: Loop, status: str, seconds: float) -> None:
     s.meta.update(status=status, step=s.step, seconds=round(seconds, 3))
+    if s.threads is not None:  # this process's steps per thread count, and the count now
+        s.meta["threads"] = s.threads.threads
+        s.meta["thread_choice"].update(s.threads.summary())
     with s.sync.writing() as writer:  # rank 0 writes between barriers; the others wait
         if writer:
             save_checkpoint(s.out, s.model, s.optimizer, s.generator, s.step, s.pending)
@@ -347,8 +358,11 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
                 group["lr"] = lr
             idx = torch.randint(0, len(train_split), (recipe.batch_size,), generator=s.generator)
             xb, yb = train_split.batch(s.sync.shard(idx).numpy())  # (B / N, T), (B / N,)
+            took = time.perf_counter()
             loss = train_step(trainer, s.optimizer, torch.from_numpy(xb).to(device),
                               torch.from_numpy(yb).to(device), s.sync)
+            if s.threads is not None:
+                s.threads.observe(time.perf_counter() - took)
             if not math.isfinite(loss):  # the mean over all ranks: every rank stops here
                 s.meta.update(status="failed", error=f"non-finite loss at step {s.step}")
                 if s.sync.writer:
