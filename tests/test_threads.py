@@ -65,14 +65,26 @@ def test_without_overrides_the_controller_decides_unless_there_is_one_core(no_th
     assert threads.choose() == (1, "one core")
 
 
+def test_other_processes_running_threads_are_read_from_loadavg(tmp_path, monkeypatch):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("2.10 1.80 1.20 3/467 12345\n")
+    monkeypatch.setattr(threads, "LOADAVG", str(loadavg))
+    assert threads.others_running() == 2  # this process's own thread left out
+    loadavg.write_text("garbled\n")
+    assert threads.others_running() is None
+    monkeypatch.setattr(threads, "LOADAVG", str(tmp_path / "absent"))
+    assert threads.others_running() is None
+
+
 # -- the controller, with made-up step times ------------------------------------------------
 
 
 class Machine:
     """A fake machine: each thread count's step time, set by the test; a fake clock."""
 
-    def __init__(self, cost: dict[int, float]) -> None:
+    def __init__(self, cost: dict[int, float], others: int | None = 0) -> None:
         self.cost = cost
+        self.others = others  # other processes' running threads; None: unknown
         self.clock = 0.0
         self.threads = 0
         self.log: list[int] = []  # the count of every step
@@ -89,7 +101,8 @@ class Machine:
 
 
 def controller(machine: Machine, counts=(1, 2)) -> threads.Adaptive:
-    return threads.Adaptive(list(counts), machine.set_threads, now=lambda: machine.clock)
+    return threads.Adaptive(list(counts), machine.set_threads, now=lambda: machine.clock,
+                            others=lambda: machine.others, cores=max(counts))
 
 
 def test_on_an_idle_machine_it_moves_to_the_faster_count_and_stays():
@@ -107,6 +120,7 @@ def test_when_another_process_arrives_it_drops_to_one_thread_within_a_few_steps(
     m.run(c, 500)
     assert c.current == 2
     m.cost = {1: 0.015, 2: 0.080}  # two busy processes: two threads wait at every barrier
+    m.others = 2
     arrived = len(m.log)
     m.run(c, 200)
     on_two = m.log[arrived:].index(1)  # steps until the first step on one thread
@@ -115,8 +129,18 @@ def test_when_another_process_arrives_it_drops_to_one_thread_within_a_few_steps(
     assert m.log[-100:].count(2) <= 2  # a short trial now and then, no more
 
 
-def test_losing_trials_back_off_so_they_cost_little():
-    m = Machine({1: 0.010, 2: 0.050})  # two threads always slower
+def test_no_trial_of_more_threads_while_other_processes_leave_no_idle_core():
+    m = Machine({1: 0.015, 2: 0.080}, others=1)
+    c = controller(m)
+    m.run(c, 5000)
+    assert set(m.log) == {1}
+    m.others, m.cost = 0, {1: 0.010, 2: 0.006}  # they finished
+    m.run(c, 300)  # about 3 s
+    assert c.current == 2
+
+
+def test_where_the_load_is_unknown_losing_trials_back_off_so_they_cost_little():
+    m = Machine({1: 0.010, 2: 0.050}, others=None)  # two threads always slower
     c = controller(m)
     m.run(c, 20_000)  # 200 seconds of fake time
     trials = sum(1 for a, b in zip(m.log, m.log[1:]) if a == 1 and b == 2)
@@ -126,7 +150,7 @@ def test_losing_trials_back_off_so_they_cost_little():
 
 
 def test_when_the_load_goes_away_it_climbs_back():
-    m = Machine({1: 0.015, 2: 0.080})
+    m = Machine({1: 0.015, 2: 0.080}, others=None)
     c = controller(m)
     m.run(c, 3000)
     assert c.current == 1

@@ -21,6 +21,7 @@ from zoo.layer import LayerType
 from zoo.registry import Registry
 
 __all__ = ["ConformanceError", "ConformanceWarning", "ONNX_ATOL", "ONNX_RTOL", "check_shapes",
+           "check_threads",
            "check_forward", "check_gradients", "check_weights", "layer_inputs",
            "check_batch_independence", "check_causality", "check_onnx", "fail", "generator"]
 
@@ -225,3 +226,24 @@ def check_onnx(layer: LayerType, model: Model, export_onnx: Any, onnx_model: Any
         diff = np.abs(got - want).max() if got.shape == want.shape else math.inf
         fail(layer, "onnx", f"onnxruntime logits differ from torch (max |diff| {diff:.3g}, "
               f"allowed atol {ONNX_ATOL:g} + rtol {ONNX_RTOL:g})")
+
+
+THREADS_BATCH = 2048  # torch splits a reduction across threads only above a grain size
+
+
+def check_threads(model: Model, vocab_size: int, context: int, seed: int) -> str | None:
+    """None when a training pass gives the same bits on one and on two threads; else what
+    differed. ``zoo train`` keeps a model that differs on one thread (zoo.threads)."""
+    from zoo import threads
+
+    gen = generator(seed + 2)
+    x = torch.randint(0, vocab_size, (THREADS_BATCH, context), generator=gen)  # (B, T)
+    y = torch.randint(0, vocab_size, (THREADS_BATCH,), generator=gen)  # (B,)
+    model.train()
+    before = torch.get_num_threads()
+    try:
+        return threads.same_bits_on_every_count(
+            threads.probe_step(model, x, y, nn.functional.cross_entropy), [1, 2],
+            torch.set_num_threads)
+    finally:
+        torch.set_num_threads(before)

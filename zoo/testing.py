@@ -52,6 +52,7 @@ from zoo.conformance import (
     check_gradients,
     check_onnx,
     check_shapes,
+    check_threads,
     check_weights,
     fail,
     generator,
@@ -188,6 +189,15 @@ def check_layer(layer: LayerType | str, *, params: dict[str, Any] | None = None,
             report.passed.append("causality")
         else:
             report.skipped["causality"] = "the layer was not checked on a sequence"
+    differs = check_threads(model, vocab_size, context, seed)
+    if differs is None:
+        report.passed.append("threads")
+    else:  # correct, but slower where cores are free: zoo train keeps it on one thread
+        reason = (f"{differs}: `zoo train` keeps a model with this layer on one thread; run "
+                  "the kernel that splits its reduction on one thread (see plugins/norm.py)")
+        report.skipped["threads"] = reason
+        warnings.warn(f"check_layer({layer.name!r}): {reason}", ConformanceWarning,
+                      stacklevel=2)
     if onnx:
         try:
             from zoo.export.onnx import export_onnx

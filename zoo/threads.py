@@ -10,7 +10,9 @@ thread 1.2-1.8x. No fixed count is right for both, and the load changes while a 
 So ``Adaptive`` times every step and moves along the ladder of counts 1, 2, 4, ... (up to
 the cores this process may use): after a few steps it tries the next count up for a few steps
 and keeps whichever was faster, tries again later (backing off while the trials lose), and
-tries the count below at once when steps suddenly get slower (another process arrived).
+tries the count below at once when steps suddenly get slower (another process arrived). On
+Linux it does not try more threads from one while other processes' runnable threads leave no
+idle cores for them (/proc/loadavg): such a trial cannot win and costs a slow step.
 
 This changes no result: ``zoo train`` checks first that one step's loss and gradients are the
 same bits on every count of the ladder (``same_bits_on_every_count``; the built-in layers run
@@ -43,6 +45,7 @@ PROCESS_SETTINGS = {
 }
 
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+LOADAVG = "/proc/loadavg"  # "0.52 0.58 0.59 3/467 12345": 3 running or runnable now
 MAX_AUTO_THREADS = 8
 
 # the controller's constants (steps are training steps; seconds are wall time)
@@ -61,6 +64,17 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         return os.cpu_count() or 1
+
+
+def others_running() -> int | None:
+    """Threads of other processes running or runnable now (Linux: /proc/loadavg); None if
+    unknown. Read while this process runs one thread, so that one is subtracted."""
+    try:
+        with open(LOADAVG, encoding="ascii") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(running - 1, 0)
 
 
 def ladder(cores: int | None = None) -> list[int]:
@@ -95,10 +109,14 @@ class Adaptive:
     """
 
     def __init__(self, counts: list[int], set_threads: Callable[[int], None],
-                 now: Callable[[], float] = time.perf_counter) -> None:
+                 now: Callable[[], float] = time.perf_counter,
+                 others: Callable[[], int | None] = others_running,
+                 cores: int | None = None) -> None:
         self.counts = counts
         self.set_threads = set_threads
         self.now = now
+        self.others = others
+        self.cores = cores or _cores()
         self.current = counts[0]
         self.times: deque[float] = deque(maxlen=WINDOW)
         self.trial: tuple[int, list[float]] | None = None
@@ -127,7 +145,23 @@ class Adaptive:
         if self._slowed() and self.current != self.counts[0]:
             self._start(self.counts[self.counts.index(self.current) - 1])
         elif now >= self.next_trial and len(self.times) >= TRIAL_STEPS:
-            self._start(self._neighbour())
+            count = self._neighbour()
+            if count is not None and count > self.current and not self._room_for(count):
+                self.next_trial = now + BACKOFF[0]  # cores are busy: look again soon
+                return
+            self._start(count)
+
+    def _room_for(self, count: int) -> bool:
+        """Whether ``count`` threads find idle cores; a trial that cannot win costs a slow
+        step (two threads on a busy core wait at every barrier), so it is not started.
+
+        Only asked from one thread (the ladder's first rung): then this process has one
+        thread running. Unknown (not Linux): the trial decides.
+        """
+        if self.current != self.counts[0]:
+            return True
+        others = self.others()
+        return others is None or others + count <= self.cores
 
     def _slowed(self) -> bool:
         if len(self.times) < SUDDEN + TRIAL_STEPS:
