@@ -69,9 +69,12 @@ class SequenceBatchNorm(nn.BatchNorm1d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _thread_invariant(self, x):  # the graph export folds into the Gemm before it
+            if x.dim() == 3:
+                b, t, c = x.shape
+                return super().forward(x.reshape(b * t, c)).view(b, t, c)  # (B, T, C)
+            return super().forward(x)  # (B, C)
         flat = x.reshape(-1, x.shape[-1])  # (B, C) or (B*T, C)
-        if not _thread_invariant(self, flat):
-            return super().forward(flat).view(x.shape)
         if flat.shape[0] < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got "
                              f"input size {list(flat.shape)}")

@@ -114,9 +114,9 @@ def plot_png(rows: list[dict[str, Any]]) -> bytes:
 
 
 class Drawing:
-    """Redraws loss.png when asked, or when due: drawing takes at most ~1/10 of the time."""
+    """Redraws loss.png when asked, or when due: drawing takes at most ~1/50 of the time."""
 
-    SHARE = 0.1
+    SHARE = 0.02  # a drawing costs ~0.1-0.2 s: about every 5-10 s of training
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -189,7 +189,7 @@ def check_layer(layer: LayerType | str, *, params: dict[str, Any] | None = None,
             report.passed.append("causality")
         else:
             report.skipped["causality"] = "the layer was not checked on a sequence"
-    differs = check_threads(model, vocab_size, context, seed)
+    differs = check_threads(model, where, vocab_size, context, seed)
     if differs is None:
         report.passed.append("threads")
     else:  # correct, but slower where cores are free: zoo train keeps it on one thread

@@ -209,10 +209,12 @@ class Adaptive:
 
 
 def same_bits_on_every_count(step: Callable[[], tuple[Any, list[Any]]], counts: list[int],
-                             set_threads: Callable[[int], None]) -> str | None:
+                             set_threads: Callable[[int], None],
+                             only: Callable[[str], bool] | None = None) -> str | None:
     """None when ``step`` returns the same bits on every count; else what differed first.
 
-    ``step()`` runs one forward and backward pass and returns (loss, [(name, grad), ...]).
+    ``step()`` runs one forward and backward pass and returns (loss, [(name, grad), ...]);
+    ``only`` limits the gradients compared to the parameters it accepts.
     """
     import torch
 
@@ -226,6 +228,8 @@ def same_bits_on_every_count(step: Callable[[], tuple[Any, list[Any]]], counts: 
         if not torch.equal(reference[0], result[0]):
             return f"the loss differs between 1 and {count} threads"
         for (name, a), (_, b) in zip(reference[1], result[1], strict=True):
+            if only is not None and not only(name):
+                continue
             if (a is None) != (b is None) or (a is not None and not torch.equal(a, b)):
                 return f"the gradient of {name} differs between 1 and {count} threads"
     return None

@@ -17,14 +17,15 @@ from zoo.testing import check_layer
 def test_layer_conforms(layer) -> None:
     report = check_layer(layer, onnx=False)
     assert report.plugin == "extra"
-    assert report.passed == ["shapes", "forward", "gradients", "weights", "batch independence"]
+    assert report.passed == ["shapes", "forward", "gradients", "weights", "batch independence",
+                             "threads"]
 
 
 def test_custom_op_layer_conforms_and_exports_through_its_translation() -> None:
     pytest.importorskip("zoo.export.onnx", reason="zoo.export.onnx is not installed")
     report = check_layer(HARDSWISHISH)
     assert report.passed == ["shapes", "forward", "gradients", "weights", "batch independence",
-                             "onnx"]
+                             "threads", "onnx"]
 
 
 def test_swish_with_a_parameter() -> None:
