@@ -143,7 +143,7 @@ def test_where_the_load_is_unknown_losing_trials_back_off_so_they_cost_little():
     m = Machine({1: 0.010, 2: 0.050}, others=None)  # two threads always slower
     c = controller(m)
     m.run(c, 20_000)  # 200 seconds of fake time
-    trials = sum(1 for a, b in zip(m.log, m.log[1:]) if a == 1 and b == 2)
+    trials = sum(1 for a, b in zip(m.log, m.log[1:], strict=False) if a == 1 and b == 2)
     assert c.current == 1
     assert trials < 20  # backing off to one trial per 32 s
     assert m.log.count(2) / len(m.log) < 0.001  # each losing trial ends after one slow step
