@@ -194,7 +194,7 @@ def check_layer(layer: LayerType | str, *, params: dict[str, Any] | None = None,
         report.passed.append("threads")
     else:  # correct, but slower where cores are free: zoo train keeps it on one thread
         reason = (f"{differs}: `zoo train` keeps a model with this layer on one thread; run "
-                  "the kernel that splits its reduction on one thread (see plugins/norm.py)")
+                  "the kernel that splits its reduction on one thread (README: Threads)")
         report.skipped["threads"] = reason
         warnings.warn(f"check_layer({layer.name!r}): {reason}", ConformanceWarning,
                       stacklevel=2)

@@ -16,7 +16,7 @@ idle cores for them (/proc/loadavg): such a trial cannot win and costs a slow st
 
 This changes no result: ``zoo train`` checks first that one step's loss and gradients are the
 same bits on every count of the ladder (``same_bits_on_every_count``; the built-in layers run
-their thread-splitting kernels on one thread, see plugins/norm.py). A model that fails the
+their thread-splitting kernels on one thread). A model that fails the
 check (a plugin layer whose kernel splits a reduction across threads) keeps one thread, and
 the run says so. Reproducibility therefore never depends on the machine's load.
 
@@ -166,9 +166,8 @@ class Adaptive:
     def _slowed(self) -> bool:
         if len(self.times) < SUDDEN + TRIAL_STEPS:
             return False
-        recent = list(self.times)[-SUDDEN:]
-        before = statistics.median(list(self.times)[:-SUDDEN])
-        return min(recent) > SLOWER * before
+        times = list(self.times)
+        return min(times[-SUDDEN:]) > SLOWER * statistics.median(times[:-SUDDEN])
 
     def _neighbour(self) -> int | None:
         i = self.counts.index(self.current)
