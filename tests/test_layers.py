@@ -132,11 +132,15 @@ def test_embedding_matches_nn_embedding() -> None:
     ours = make({"type": "embedding", "dim": 4}, (3,), vocab=11)
     theirs = nn.Embedding(11, 4)
     theirs.load_state_dict(ours.state_dict())
-    x = torch.randint(0, 11, (9, 3))
-    torch.testing.assert_close(ours(x), theirs(x), **TOL)
-    ours(x).sum().backward()
-    theirs(x).sum().backward()
-    torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, **TOL)
+    x = torch.randint(0, 11, (64, 3))  # ids repeat: their gradient rows add up
+    w = torch.randn(64, 3, 4)
+    for mode in (True, False):  # training sums the rows with index_add_, eval is torch's own
+        ours.train(mode).zero_grad()
+        theirs.zero_grad()
+        torch.testing.assert_close(ours(x), theirs(x), **TOL)
+        (ours(x) * w).sum().backward()
+        (theirs(x) * w).sum().backward()
+        torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, **TOL)
     assert ours.weight.std().item() == pytest.approx(1.0, abs=0.5)  # N(0, 1), as torch
     zeros = make({"type": "embedding", "init": "zeros"}, (3,), vocab=11)
     assert zeros.weight.shape == (11, 11) and not zeros.weight.any()  # dim defaults to vocab

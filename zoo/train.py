@@ -47,7 +47,7 @@ from zoo.threads import start as start_threads
 
 __all__ = ["train", "TrainResult", "Interrupted", "evaluate", "make_optimizer", "train_step"]
 
-EVAL_BATCH = 16384
+EVAL_BATCH = 2048  # windows per evaluation chunk: its activations stay in cache
 RESUME_OVERRIDES = ("steps",)  # what --resume may change: extending a run is all
 
 
@@ -101,7 +101,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     value = (loss if sync is None else sync.mean(loss)).item()
     if not math.isfinite(value):
         return value  # leave the weights as they were: the last good state survives
-    optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)  # the same as the optimizer's, without its ~0.2 ms wrapper
     loss.backward()
     optimizer.step()
     return value
