@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.build import build_model
-from zoo.data import load_dataset
+from zoo.data import Dataset, load_dataset
 from zoo.recipe import NAMED, make_optimizer, resolve_recipe
 from zoo.spec import load_spec
 from zoo.train import train, train_step
@@ -116,9 +116,8 @@ def run(name: str, data: Path, overrides: dict) -> tuple[float, dict]:
         return time.perf_counter() - t0, result.metrics
 
 
-def lecture_seconds_per_step(data: Path, steps: int, seed: int) -> float:
+def lecture_seconds_per_step(ds: Dataset, steps: int, seed: int) -> float:
     """The lecture's training loop on its mlp-bn, timed per step (steps of 200,000 total)."""
-    ds = load_dataset(data, 3, 42)
     xtr, ytr = (torch.from_numpy(a) for a in ds.splits["train"].arrays())
     torch.manual_seed(seed)
     model = plain("mlp-bn", ds.vocab.size)
@@ -156,12 +155,13 @@ def time_to_quality(data: Path, lecture_steps: int, rounds: int, target: float) 
     print(f"\nimports outside the timings: torch._dynamo {t1 - t0:.1f} s, "
           f"matplotlib {t2 - t1:.1f} s; load before: {os.getloadavg()}")
     half = max(lecture_steps // 2, 1)
+    ds = load_dataset(data, 3, 42)  # the lecture's split, read once for every round
     lectures, fasts, ratios, firsts = [], [], [], []
     for r in range(rounds):
         per_step = {}
         for n in ((1, 2) if r % 2 == 0 else (2, 1)):
             torch.set_num_threads(n)
-            per_step[n] = lecture_seconds_per_step(data, half, 10 * r + n)
+            per_step[n] = lecture_seconds_per_step(ds, half, 10 * r + n)
         lecture = min(per_step.values()) * LECTURE["steps"]
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
