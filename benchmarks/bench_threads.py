@@ -5,10 +5,13 @@
 
 For each model (mlp-bn, wavenet and the largest preset) and each thread setting, a fresh
 process trains for ``--seconds`` (after a warm-up) while 0, 1 or 2 other CPU-bound processes
-(busy loops) run; settings are interleaved within each load, and loads within each round, so
-they share the machine's conditions.
-Prints a markdown table of median steps/s and the slowdown with two competitors. A fresh
-process per measurement because OpenMP reads its settings once, when it starts.
+(busy loops) run. The loads of one setting run back to back (busy loops started and stopped
+around each cell, the order of loads reversed every other round), so that a slowdown is the
+ratio of two cells a few seconds apart: this VM's speed drifts by up to 1.5x between minutes,
+which a quiet cell and a loaded cell a minute apart would add to the ratio.
+Prints a markdown table of median steps/s and the median of the rounds' slowdowns with the
+most competitors. A fresh process per measurement because OpenMP reads its settings once,
+when it starts.
 """
 
 from __future__ import annotations
@@ -105,34 +108,51 @@ def main() -> None:
     print(f"uptime before: {os.getloadavg()}; cores {os.cpu_count()}", flush=True)
     rate: dict[tuple[str, str, int], list[float]] = {}
     used: dict[tuple[str, str], str] = {}
-    for _ in range(args.rounds):  # loads inside rounds: a drifting background hits all alike
-        for load in args.loads:
-            hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                    for _ in range(load)]
-            try:
-                for name in models:
-                    for setting in args.settings:
-                        r, n = measure(name, setting, args.seconds)
-                        rate.setdefault((name, setting, load), []).append(r)
-                        used[name, setting] = n
-                        print(f"  {name} {setting} ({n} threads) load {load}: {r:.1f} steps/s",
-                              file=sys.stderr, flush=True)
-            finally:
-                for hog in hogs:
-                    hog.kill()
-                    hog.wait()
+    for r in range(args.rounds):
+        loads = args.loads if r % 2 == 0 else args.loads[::-1]  # cancels a steady drift
+        for name in models:
+            for setting in args.settings:
+                for load in loads:
+                    rate.setdefault((name, setting, load), []).append(
+                        cell(name, setting, load, args.seconds, used))
     print(f"uptime after: {os.getloadavg()}")
-    head = " | ".join(f"{load} other{'s' if load != 1 else ''}" for load in args.loads)
-    print(f"\n| model | threads | {head} | slowdown with {max(args.loads)} | vs best quiet |")
-    print("|---|---|" + "---:|" * (len(args.loads) + 2))
+    print_table(models, args.settings, args.loads, rate, used)
+
+
+def cell(name: str, setting: str, load: int, seconds: float, used: dict[tuple[str, str], str]
+         ) -> float:
+    """Steps/s of one fresh process with ``load`` busy loops running beside it."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
+    try:
+        r, n = measure(name, setting, seconds)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    used[name, setting] = n
+    print(f"  {name} {setting} ({n} threads) load {load}: {r:.1f} steps/s", file=sys.stderr,
+          flush=True)
+    return r
+
+
+def print_table(models: list[str], settings: list[str], loads: list[int],
+                rate: dict[tuple[str, str, int], list[float]],
+                used: dict[tuple[str, str], str]) -> None:
+    top = max(loads)
+    head = " | ".join(f"{load} other{'s' if load != 1 else ''}" for load in loads)
+    print(f"\n| model | threads | {head} | slowdown with {top} (rounds) | vs best quiet |")
+    print("|---|---|" + "---:|" * (len(loads) + 2))
     for name in models:
-        quiet = {s: statistics.median(rate[name, s, args.loads[0]]) for s in args.settings}
+        quiet = {s: statistics.median(rate[name, s, loads[0]]) for s in settings}
         best = max(quiet.values())
-        for s in args.settings:
-            med = [statistics.median(rate[name, s, load]) for load in args.loads]
+        for s in settings:
+            med = [statistics.median(rate[name, s, load]) for load in loads]
             cells = " | ".join(f"{m:.1f}" for m in med)
-            print(f"| {name} | {s} ({used[name, s]}) | {cells} | {med[0] / med[-1]:.2f}x | "
-                  f"{quiet[s] / best:.2f} |")
+            ratios = [q / b for q, b in zip(rate[name, s, loads[0]], rate[name, s, top],
+                                             strict=True)]
+            spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+            print(f"| {name} | {s} ({used[name, s]}) | {cells} | "
+                  f"{statistics.median(ratios):.2f}x{spread} | {quiet[s] / best:.2f} |")
 
 
 if __name__ == "__main__":
