@@ -113,15 +113,14 @@ def main() -> None:
         for name in models:
             for setting in args.settings:
                 for load in loads:
-                    rate.setdefault((name, setting, load), []).append(
-                        cell(name, setting, load, args.seconds, used))
+                    r, used[name, setting] = cell(name, setting, load, args.seconds)
+                    rate.setdefault((name, setting, load), []).append(r)
     print(f"uptime after: {os.getloadavg()}")
     print_table(models, args.settings, args.loads, rate, used)
 
 
-def cell(name: str, setting: str, load: int, seconds: float, used: dict[tuple[str, str], str]
-         ) -> float:
-    """Steps/s of one fresh process with ``load`` busy loops running beside it."""
+def cell(name: str, setting: str, load: int, seconds: float) -> tuple[float, str]:
+    """(steps/s, threads used) of one fresh process with ``load`` busy loops beside it."""
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
     try:
         r, n = measure(name, setting, seconds)
@@ -129,10 +128,9 @@ def cell(name: str, setting: str, load: int, seconds: float, used: dict[tuple[st
         for hog in hogs:
             hog.kill()
             hog.wait()
-    used[name, setting] = n
     print(f"  {name} {setting} ({n} threads) load {load}: {r:.1f} steps/s", file=sys.stderr,
           flush=True)
-    return r
+    return r, n
 
 
 def print_table(models: list[str], settings: list[str], loads: list[int],

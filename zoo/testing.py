@@ -66,7 +66,7 @@ __all__ = ["check_layer", "ConformanceError", "ConformanceReport", "ConformanceW
            "candidate_specs", "HARNESS", "ONNX_ATOL", "ONNX_RTOL"]
 
 EMBED_DIM = 6
-BATCH = 8  # batchnorm needs more than one value per feature in training mode
+BATCH = 8  # a layer normalising over the batch needs two or more values per feature
 
 
 @dataclass
