@@ -8,6 +8,11 @@ words file and seed in meta.json; and the same seed samples the same words throu
 backends. A quantised file (metadata ``layerzoo.quantized``) cannot promise either, so it is
 judged by what a user notices: its validation loss may exceed torch's by at most
 ``max_loss_drift`` nats (default 0.01); the logit difference and both losses are reported.
+
+A sequence model's step graph (format 2) is checked position by position: torch's full forward
+over every validation word, ``[B, T, V]``, against the step graph run one token at a time over
+the same words, at every position up to each word's end; its words are sampled by stepping
+torch's model and the file.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from zoo.data import Windows, load_dataset
+from zoo.data import IGNORE, Sequences, Windows, load_dataset
 from zoo.errors import ArtifactError, SpecError
 from zoo.export.runtime import OnnxModel
 from zoo.rundir import open_run
@@ -51,6 +56,13 @@ class CheckResult:
     onnx_loss: float = math.nan
     quantized: str | None = None  # the file's quantisation, None for fp32
     max_loss_drift: float = MAX_LOSS_DRIFT
+    stepped: bool = False  # a step graph, compared position by position
+
+    @property
+    def compared(self) -> str:
+        """What ``contexts`` counts, in words."""
+        return ("validation positions (the step graph run token by token over every word)"
+                if self.stepped else "validation contexts")
 
     @property
     def loss_drift(self) -> float:
@@ -97,23 +109,42 @@ def check(run_dir: str | Path, onnx_path: str | Path, *, samples: int = 20, seed
     if tuple(onnx_model.vocab) != tuple(run.vocab.chars) or onnx_model.context != run.spec.context:
         raise ArtifactError(f"{onnx_path} was not exported from {run.path}: its vocabulary or "
                             "context differs")
-    val = _validation_split(run.path, run.meta, run.spec.context)
+    sequence = run.model.kind == "sequence"
+    if sequence != onnx_model.meta.step:
+        raise ArtifactError(f"{onnx_path} holds a {'step' if onnx_model.meta.step else 'window'}"
+                            f" graph but {run.path} is a {run.model.kind} model; it was not "
+                            "exported from this run")
+    val = _validation_split(run.path, run.meta, run.spec.context, sequence)
     worst, ok, torch_nll, onnx_nll = 0.0, True, 0.0, 0.0
-    for chunk, target in val.chunks(CHUNK):  # (C, T), (C,)
-        expected, actual = run.model.numpy_logits(chunk), onnx_model.logits(chunk)  # (C, V)
+    for chunk, target in val.chunks(CHUNK // run.spec.context if sequence else CHUNK):
+        expected = run.model.numpy_logits(chunk)  # (C, V), or (C, T, V) for whole words
+        actual = _stepped(onnx_model, chunk) if sequence else onnx_model.logits(chunk)
+        if sequence:  # the positions up to each word's end: (N, V) each, targets (N,)
+            kept = target != IGNORE  # (C, T)
+            expected, actual, target = expected[kept], actual[kept], target[kept]
         diff, fine = compare_logits(expected, actual, atol=atol, rtol=rtol)
         worst, ok = max(worst, diff), ok and fine
         torch_nll += _nll(expected, target)
         onnx_nll += _nll(actual, target)
     options = {"vocab": run.vocab.chars, "context": run.spec.context, "n": samples,
                "seed": seed}
-    torch_words = sample(run.model.numpy_logits, **options)
-    onnx_words = sample(onnx_model.logits, **options)
+    torch_words = sample(run.model.sampling_model(), **options)
+    onnx_words = sample(onnx_model.sampling_model(), **options)
     mismatches = [(a, b) for a, b in zip(torch_words, onnx_words, strict=True) if a != b]
-    count = max(len(val), 1)
-    return CheckResult(len(val), worst, ok, samples, not mismatches, mismatches, atol, rtol,
+    count = max(val.targets, 1)
+    return CheckResult(val.targets, worst, ok, samples, not mismatches, mismatches, atol, rtol,
                        torch_nll / count, onnx_nll / count, onnx_model.quantized,
-                       float(max_loss_drift))
+                       float(max_loss_drift), sequence)
+
+
+def _stepped(model: OnnxModel, ids: np.ndarray) -> np.ndarray:
+    """A step graph's logits at every position of the sequences ``ids`` [C, T]: [C, T, V]."""
+    state = model.start(len(ids))
+    out = []
+    for t in range(ids.shape[1]):
+        logits, state = model.step(ids[:, t], state, t)  # (C, V)
+        out.append(logits)
+    return np.stack(out, axis=1)  # (C, T, V)
 
 
 def _nll(logits: np.ndarray, target: np.ndarray) -> float:
@@ -124,13 +155,14 @@ def _nll(logits: np.ndarray, target: np.ndarray) -> float:
     return float((log_total - z[np.arange(len(z)), target]).sum())
 
 
-def _validation_split(path: Path, meta: dict, context: int) -> Windows:
+def _validation_split(path: Path, meta: dict, context: int,
+                      sequence: bool) -> Windows | Sequences:
     """The validation split of the run's words file, rebuilt as training built it."""
     data = meta.get("data")
     if not isinstance(data, dict) or "path" not in data or "seed" not in meta:
         raise ArtifactError(f"{path}/meta.json does not say which words file and seed the run "
                             "used; was it made by zoo train?")
-    dataset = load_dataset(data["path"], context, meta["seed"])
+    dataset = load_dataset(data["path"], context, meta["seed"], sequence=sequence)
     if data.get("sha256") not in (None, dataset.sha256):
         raise ArtifactError(f"{dataset.path} changed since {path} was trained (sha256 differs); "
                             "its validation split would not be the run's")

@@ -3,17 +3,31 @@
     meta = read_metadata(session.get_modelmeta().custom_metadata_map, path)
     check_signature(session.get_inputs(), session.get_outputs(), path, meta)
 
-A layerzoo file is one self-contained ONNX model (no external data) with
+A layerzoo file is one self-contained ONNX model (no external data) of one of two formats.
+Format 1, a window model's graph:
 
 - one input  ``context`` int64 [batch, T] (token ids, '.' = 0 pads the left) and
-- one output ``logits`` float32 [batch, V] (next-character logits, not probabilities),
+- one output ``logits`` float32 [batch, V] (next-character logits, not probabilities).
 
-and these string metadata_props (every value JSON or a plain string):
+Format 2, a sequence model's step graph, one position of every sequence per call:
+
+- inputs ``token`` int64 [batch] (the ids at this position; position 0 takes '.'),
+  ``position`` int64 [] (the position, 0 to T - 1), then the state: ``past.L.NAME`` float32
+  [batch, ...] for each state tensor NAME of layer L (an attention layer's ``key`` and
+  ``value`` caches, a recurrent layer's ``hidden``; optimum's past/present naming), all
+  zeros at position 0;
+- outputs ``logits`` float32 [batch, V] (for the next id) and ``present.L.NAME``, the state
+  to feed at the next position, each the shape of its ``past``.
+
+Both carry these string metadata_props (every value JSON or a plain string):
 
 ==================== ==========================================================================
-``layerzoo.format``  ``"1"``: the version of this contract; readers refuse other values
+``layerzoo.format``  ``"1"`` or ``"2"``: the version of this contract and which graph the file
+                     holds; readers refuse other values
 ``vocab``            JSON list of the V symbols, '.' first (``zoo.data.Vocab.problem`` rules)
-``context``          T, a decimal integer >= 1
+``context``          T, a decimal integer >= 1 (format 2: the most positions a sequence has)
+``layerzoo.state``   format 2 only: JSON list of ``[NAME, [dims...]]``, each state input
+                     ``past.NAME`` and its shape without the batch axis, in input order
 ``spec``             JSON object: the spec the model was built from (``Spec.to_dict``)
 ``versions``         JSON object: package versions of the exporting machine (``versions()``)
 ``metrics``          optional JSON object: the run's final losses
@@ -39,19 +53,34 @@ from typing import Any
 from zoo.data import Vocab
 from zoo.errors import ArtifactError
 
-__all__ = ["FORMAT_KEY", "FORMAT", "INPUT", "OUTPUT", "DEFAULT_NAME", "VOCAB_KEY",
+__all__ = ["FORMAT_KEY", "FORMAT", "FORMAT_STEP", "FORMATS", "TOKEN", "POSITION", "STATE_KEY",
+           "past_name", "present_name", "INPUT", "OUTPUT", "DEFAULT_NAME", "VOCAB_KEY",
            "CONTEXT_KEY", "SPEC_KEY", "VERSIONS_KEY", "METRICS_KEY", "QUANTIZED_KEY",
            "INT8_DYNAMIC", "LAYERZOO_KEYS", "Metadata", "make_metadata", "read_metadata",
            "check_signature", "versions"]
 
-FORMAT_KEY, FORMAT = "layerzoo.format", "1"
+FORMAT_KEY, FORMAT, FORMAT_STEP = "layerzoo.format", "1", "2"
+FORMATS = (FORMAT, FORMAT_STEP)
 INPUT, OUTPUT = "context", "logits"
+TOKEN, POSITION = "token", "position"  # format 2's inputs, before the state
+STATE_KEY = "layerzoo.state"
+MAX_STATE = 1024  # state tensors a step graph may carry
 DEFAULT_NAME = "model.onnx"
 VOCAB_KEY, CONTEXT_KEY, SPEC_KEY = "vocab", "context", "spec"
 VERSIONS_KEY, METRICS_KEY = "versions", "metrics"
 QUANTIZED_KEY, INT8_DYNAMIC = "layerzoo.quantized", "int8-dynamic"
 LAYERZOO_KEYS = (FORMAT_KEY, VOCAB_KEY, CONTEXT_KEY, SPEC_KEY, VERSIONS_KEY, METRICS_KEY,
-                 QUANTIZED_KEY)
+                 QUANTIZED_KEY, STATE_KEY)
+
+
+def past_name(name: str) -> str:
+    """A state tensor's input name in a step graph: ``past.3.key``."""
+    return f"past.{name}"
+
+
+def present_name(name: str) -> str:
+    """Its output name, fed back as ``past_name`` at the next position: ``present.3.key``."""
+    return f"present.{name}"
 _JSON_KEYS = (SPEC_KEY, VERSIONS_KEY, METRICS_KEY)
 _PACKAGES = ("layerzoo", "torch", "onnx", "onnxruntime", "numpy")
 
@@ -82,14 +111,23 @@ class Metadata:
     metrics: dict[str, Any] | None = None
     quantized: str | None = None  # None for fp32, else how (INT8_DYNAMIC)
     props: dict[str, str] = field(default_factory=dict)  # every metadata_prop, layerzoo's or not
+    format: str = FORMAT  # "1": a window graph; "2": a sequence model's step graph
+    state: tuple[tuple[str, tuple[int, ...]], ...] = ()  # format 2: (NAME, dims) per state
+
+    @property
+    def step(self) -> bool:
+        """Whether the file holds a step graph (format 2)."""
+        return self.format == FORMAT_STEP
 
 
 def make_metadata(vocab: Sequence[str], context: int, spec: Mapping[str, Any],
                   metrics: Mapping[str, Any] | None = None,
-                  quantized: str | None = None) -> dict[str, str]:
-    """The metadata_props a writer stores: what it takes to sample from the file alone."""
+                  quantized: str | None = None,
+                  state: Sequence[tuple[str, Sequence[int]]] | None = None) -> dict[str, str]:
+    """The metadata_props a writer stores: what it takes to sample from the file alone.
+    ``state`` (NAME, dims) per state tensor makes it a format-2 step graph's."""
     props = {
-        FORMAT_KEY: FORMAT,
+        FORMAT_KEY: FORMAT if state is None else FORMAT_STEP,
         VOCAB_KEY: json.dumps(list(vocab), ensure_ascii=False),
         CONTEXT_KEY: str(int(context)),
         SPEC_KEY: json.dumps(dict(spec), ensure_ascii=False),
@@ -99,6 +137,8 @@ def make_metadata(vocab: Sequence[str], context: int, spec: Mapping[str, Any],
         props[METRICS_KEY] = json.dumps(dict(metrics))
     if quantized:
         props[QUANTIZED_KEY] = quantized
+    if state is not None:
+        props[STATE_KEY] = json.dumps([[name, list(dims)] for name, dims in state])
     return props
 
 
@@ -107,9 +147,10 @@ def read_metadata(props: Mapping[str, str], path: Path | str) -> Metadata:
     props = dict(props)
     if FORMAT_KEY not in props or VOCAB_KEY not in props or CONTEXT_KEY not in props:
         raise ArtifactError(f"{path} has no layerzoo metadata; export it with `zoo export`")
-    if props[FORMAT_KEY] != FORMAT:
+    if props[FORMAT_KEY] not in FORMATS:
         raise ArtifactError(f"{path} has layerzoo format {props[FORMAT_KEY][:20]!r}; this "
-                            f"layerzoo reads format {FORMAT!r} (upgrade layerzoo)")
+                            f"layerzoo reads formats {' and '.join(map(repr, FORMATS))} "
+                            "(upgrade layerzoo)")
     try:
         vocab = json.loads(props[VOCAB_KEY])
         context = int(props[CONTEXT_KEY])
@@ -130,15 +171,39 @@ def read_metadata(props: Mapping[str, str], path: Path | str) -> Metadata:
     if quantized is not None and quantized != INT8_DYNAMIC:
         raise ArtifactError(f"{path} says it is quantised as {quantized[:20]!r}; this layerzoo "
                             f"knows only {INT8_DYNAMIC!r}")
+    state = _state(props, path) if props[FORMAT_KEY] == FORMAT_STEP else ()
     return Metadata(tuple(vocab), context, parsed.get(SPEC_KEY, {}),
-                    parsed.get(VERSIONS_KEY, {}), parsed.get(METRICS_KEY), quantized, props)
+                    parsed.get(VERSIONS_KEY, {}), parsed.get(METRICS_KEY), quantized, props,
+                    props[FORMAT_KEY], state)
+
+
+def _state(props: Mapping[str, str], path: Path | str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Format 2's list of state tensors, checked: distinct names, positive dims."""
+    try:
+        items = json.loads(props[STATE_KEY])
+        state = tuple((name, tuple(dims)) for name, dims in items)
+        ok = (len(state) <= MAX_STATE and len({n for n, _ in state}) == len(state)
+              and all(isinstance(n, str) and 0 < len(n) <= 200 and len(d) <= 8
+                      and all(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= 2**20
+                              for k in d) for n, d in state))
+    except (KeyError, ValueError, TypeError, RecursionError):
+        ok = False
+    if not ok:
+        raise ArtifactError(f"{path} has corrupted layerzoo metadata (format 2 needs "
+                            f"{STATE_KEY!r}: a list of [name, [dims]]); export it again with "
+                            "`zoo export`")
+    return state
 
 
 def check_signature(inputs: Sequence[Any], outputs: Sequence[Any], path: Path | str,
                     meta: Metadata) -> None:
     """Refuse a graph whose inputs/outputs (objects with .name .type .shape, as onnxruntime's
-    NodeArg) are not ``context`` int64 [batch, T] -> ``logits`` float32 [batch, V]."""
+    NodeArg) are not ``context`` int64 [batch, T] -> ``logits`` float32 [batch, V] (format 1),
+    or the step graph's (format 2)."""
     size = len(meta.vocab)
+    if meta.step:
+        _check_step(inputs, outputs, path, meta)
+        return
     want_in = f"{INPUT} int64 [batch, {meta.context}]"
     want_out = f"{OUTPUT} float32 [batch, {size}]"
     if (len(inputs) != 1 or inputs[0].name != INPUT or inputs[0].type != "tensor(int64)"
@@ -149,6 +214,24 @@ def check_signature(inputs: Sequence[Any], outputs: Sequence[Any], path: Path | 
             or not _fits(outputs[0].shape, size)):
         got = ", ".join(f"{o.name} {o.type} {o.shape}" for o in outputs)
         raise ArtifactError(f"{path} gives [{got}]; a layerzoo model gives {want_out}")
+
+
+def _check_step(inputs: Sequence[Any], outputs: Sequence[Any], path: Path | str,
+                meta: Metadata) -> None:
+    want_in = [(TOKEN, "tensor(int64)", 1), (POSITION, "tensor(int64)", 0),
+               *[(past_name(n), "tensor(float)", 1 + len(d)) for n, d in meta.state]]
+    want_out = [(OUTPUT, "tensor(float)", 2),
+                *[(present_name(n), "tensor(float)", 1 + len(d)) for n, d in meta.state]]
+    for what, got, want in (("takes", inputs, want_in), ("gives", outputs, want_out)):
+        have = [(a.name, a.type, len(a.shape)) for a in got]
+        if have != want:
+            missing = [n for n, _, _ in want if n not in {h[0] for h in have}]
+            extra = [h[0] for h in have if h[0] not in {n for n, _, _ in want}]
+            why = (f"missing {', '.join(missing[:3])}" if missing else
+                   f"unexpected {', '.join(extra[:3])}" if extra else "other types or ranks")
+            raise ArtifactError(f"{path} {what} [{', '.join(h[0] for h in have)[:200]}], not "
+                                f"the step graph its metadata describes ({why}); export it "
+                                "again with `zoo export`")
 
 
 def _fits(shape: Sequence[Any], width: int) -> bool:

@@ -7,6 +7,12 @@ where the optimizer can), input ``context`` int64 [batch, T] and output ``logits
 [batch, V] with a dynamic batch axis, every weight inline (no external data), and in its
 metadata_props everything a sampler needs: vocab, context, spec, versions, metrics. It passes
 ``onnx.checker`` (full check) and is written atomically.
+
+A sequence model exports its step graph instead (contract format 2): one position of every
+sequence per call, ``token`` [batch] and ``position`` [] and the state in, ``logits``
+[batch, V] and the new state out (export/contract.py). Every state tensor has a static shape
+but the batch (an attention layer's cache holds all T positions), so the graph specialises
+nothing on the example, and a sampler never computes a position twice.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import onnx
 import torch
 
 from zoo import atomic
-from zoo.build import Model
+from zoo.build import SEQUENCE, Model
 from zoo.capture import layer_warnings
 from zoo.errors import ArtifactError
 from zoo.export.clean import clean_proto
@@ -36,7 +42,11 @@ from zoo.export.contract import (
     INPUT,
     LAYERZOO_KEYS,
     OUTPUT,
+    POSITION,
+    TOKEN,
     make_metadata,
+    past_name,
+    present_name,
 )
 from zoo.rundir import Run, open_run
 
@@ -163,12 +173,39 @@ def layerzoo_metadata(model: Model, chars: Sequence[str],
                       metrics: Any = None) -> dict[str, str]:
     """The metadata_props layerzoo stores (export/contract.py): what it takes to sample from
     the file alone."""
+    state = None
+    if model.kind == SEQUENCE:
+        state = [(name, tuple(t.shape[1:])) for name, t in StepGraph(model).state(1)]
     return make_metadata(chars, model.context, model.spec.to_dict(),
-                         metrics if isinstance(metrics, dict) else None)
+                         metrics if isinstance(metrics, dict) else None, state=state)
+
+
+class StepGraph(torch.nn.Module):
+    """A sequence model's ``step`` with its state as a flat list: the graph of format 2."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+        self.layout = [(i, key) for i, s in enumerate(model.initial_state(1)) for key in s]
+
+    def state(self, batch: int) -> list[tuple[str, torch.Tensor]]:
+        """(``L.NAME``, zeros) per state tensor, in input order."""
+        nested = self.model.initial_state(batch)
+        return [(f"{i}.{key}", nested[i][key]) for i, key in self.layout]
+
+    def forward(self, token: torch.Tensor, position: torch.Tensor,
+                state: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        nested: list[dict[str, torch.Tensor]] = [{} for _ in self.model.layers]
+        for (i, key), tensor in zip(self.layout, state, strict=True):
+            nested[i][key] = tensor
+        logits, new = self.model.step(token, nested, position)  # (B, V)
+        return (logits, *(new[i][key] for i, key in self.layout))
 
 
 def _export_proto(model: Model, opset: int) -> onnx.ModelProto:
     """torch.onnx.export of the eval-mode graph; the model's mode is restored afterwards."""
+    if model.kind == SEQUENCE:
+        return _export_step(model, opset)
     table = model.translation_table()
     example = torch.zeros((2, model.context), dtype=torch.int64)  # (B, T)
     was_training = model.training
@@ -184,6 +221,35 @@ def _export_proto(model: Model, opset: int) -> onnx.ModelProto:
     except Exception as e:  # the exporter raises OnnxExporterError and plenty of others
         where, why = _culprit(model, e, example)
         raise ArtifactError(f"ONNX export failed{where}: {why or _one_line(e)}") from None
+    finally:
+        model.train(was_training)
+
+
+def _export_step(model: Model, opset: int) -> onnx.ModelProto:
+    """The step graph of a sequence model (format 2), batch dynamic, every other axis static."""
+    problem = model.step_problem()
+    if problem is not None:
+        raise ArtifactError(f"cannot export the step graph of this sequence model: {problem}")
+    graph = StepGraph(model)
+    names = [name for name, _ in graph.state(1)]
+    example = (torch.zeros(2, dtype=torch.int64), torch.tensor(0),  # batch 2: not specialised
+               [t for _, t in graph.state(2)])
+    batch = torch.export.Dim("batch", min=1)
+    was_training = model.training
+    model.eval()
+    try:
+        with layer_warnings(model), _quiet():
+            program = torch.onnx.export(
+                graph, example, dynamo=True, opset_version=opset,
+                input_names=[TOKEN, POSITION, *map(past_name, names)],
+                output_names=[OUTPUT, *map(present_name, names)],
+                dynamic_shapes={"token": {0: batch}, "position": None,
+                                "state": [{0: batch}] * len(names)},
+                optimize=True, verbose=False, external_data=False,
+                custom_translation_table=model.translation_table() or None)
+            return program.model_proto
+    except Exception as e:
+        raise ArtifactError(f"ONNX export of the step graph failed: {_one_line(e)}") from None
     finally:
         model.train(was_training)
 

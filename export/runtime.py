@@ -20,7 +20,17 @@ import onnxruntime as ort
 
 from zoo import files
 from zoo.errors import ArtifactError
-from zoo.export.contract import INPUT, OUTPUT, Metadata, check_signature, read_metadata
+from zoo.export.contract import (
+    INPUT,
+    OUTPUT,
+    POSITION,
+    TOKEN,
+    Metadata,
+    check_signature,
+    past_name,
+    present_name,
+    read_metadata,
+)
 from zoo.sampling import sample
 
 __all__ = ["OnnxModel", "external_tensors"]
@@ -50,7 +60,9 @@ _KINDS = {"graph": _GRAPH, "node": _NODE, "attribute": _ATTRIBUTE, "sparse": _SP
 
 
 class OnnxModel:
-    """A layerzoo ONNX file in an onnxruntime session: int64 [B, T] contexts -> float32 [B, V]."""
+    """A layerzoo ONNX file in an onnxruntime session: int64 [B, T] contexts -> float32 [B, V]
+    (``logits``, format 1), or a sequence model's step graph (``start`` and ``step``, format
+    2). ``sample`` drives either."""
 
     def __init__(self, session: ort.InferenceSession, path: Path, meta: Metadata) -> None:
         self.session = session
@@ -59,6 +71,9 @@ class OnnxModel:
         self.vocab = meta.vocab
         self.context = meta.context
         self.metadata = meta.props  # every metadata_prop, as stored
+        self.format = meta.format
+        self.state_names = [past_name(name) for name, _ in meta.state]
+        self.present_names = [OUTPUT, *(present_name(name) for name, _ in meta.state)]
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
@@ -98,7 +113,11 @@ class OnnxModel:
         return self.meta.quantized
 
     def logits(self, context: np.ndarray) -> np.ndarray:
-        """Next-character logits float32 [B, V] for int64 token ids [B, T]."""
+        """Next-character logits float32 [B, V] for int64 token ids [B, T] (format 1)."""
+        if self.meta.step:
+            raise ArtifactError(f"{self.path} is a sequence model's step graph (layerzoo "
+                                "format 2), which takes one position at a time: use its "
+                                "start() and step(), or sample()")
         x = np.asarray(context)
         if x.ndim != 2 or x.shape[1] != self.context:
             raise ArtifactError(f"contexts must have shape [batch, {self.context}], got "
@@ -118,9 +137,43 @@ class OnnxModel:
             raise ArtifactError(f"{self.path}: onnxruntime failed to run the model: "
                                 f"{_first_line(e)}") from None
 
+    def start(self, rows: int) -> list[np.ndarray]:
+        """A step graph's state before position 0 for ``rows`` sequences: zeros (format 2)."""
+        return [np.zeros((rows, *dims), np.float32) for _, dims in self.meta.state]
+
+    def step(self, ids: np.ndarray, state: list[np.ndarray],
+             position: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One position: token ids int64 [A] at ``position`` and the state -> logits float32
+        [A, V] for the next id and the state for the next position (format 2)."""
+        if not self.meta.step:
+            raise ArtifactError(f"{self.path} is a window model's graph (layerzoo format 1); "
+                                "use logits() on windows of ids, or sample()")
+        x = np.ascontiguousarray(ids, np.int64)  # (A,)
+        if x.ndim != 1 or len(state) != len(self.state_names):
+            raise ArtifactError(f"step takes ids [batch] and {len(self.state_names)} state "
+                                f"arrays, got ids {list(x.shape)} and {len(state)}")
+        if not 0 <= position < self.context:
+            raise ArtifactError(f"position must be in [0, {self.context - 1}], got {position}")
+        if x.size and (x.min() < 0 or x.max() >= len(self.vocab)):
+            raise ArtifactError(f"token ids must be in [0, {len(self.vocab) - 1}], got "
+                                f"{int(x.min())}..{int(x.max())}")
+        feeds = {TOKEN: x, POSITION: np.array(position, np.int64),
+                 **dict(zip(self.state_names, state, strict=True))}
+        try:
+            logits, *new = self.session.run(self.present_names, feeds)  # (A, V), state
+        except Exception as e:  # onnxruntime's errors share no base class
+            raise ArtifactError(f"{self.path}: onnxruntime failed to run the model: "
+                                f"{_first_line(e)}") from None
+        return logits, new
+
     def sample(self, n: int, **options: Any) -> list[str]:
-        """``zoo.sampling.sample`` over this model's logits (same seed, same words as torch)."""
-        return sample(self.logits, vocab=self.vocab, context=self.context, n=n, **options)
+        """``zoo.sampling.sample`` over this model (same seed, same words as torch)."""
+        return sample(self.sampling_model(), vocab=self.vocab, context=self.context, n=n, **options)
+
+    def sampling_model(self) -> Any:
+        """What ``zoo.sampling.sample`` takes for this file: ``logits`` (format 1) or the model
+        itself, a stepper (format 2)."""
+        return self if self.meta.step else self.logits
 
 
 def _read(path: Path) -> bytes:

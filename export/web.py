@@ -176,7 +176,8 @@ def _sidecar(meta: Metadata, source: Path, registry: Registry | None, ort_versio
     return {"model": MODEL_NAME, "source": source.name, "vocab": list(meta.vocab),
             "context": meta.context, "spec": meta.spec, "metrics": meta.metrics,
             "quantized": meta.quantized, "versions": meta.versions,
-            "parameters": parameters, "summary": summary, "onnxruntime_web": ort_version}
+            "parameters": parameters, "summary": summary, "onnxruntime_web": ort_version,
+            "format": meta.format, "state": [[name, list(dims)] for name, dims in meta.state]}
 
 
 def _summary(meta: Metadata, source: Path, registry: Registry | None

@@ -15,5 +15,7 @@ DEFAULT_PLUGINS = (
     "zoo.plugins.position",
     "zoo.plugins.rmsnorm",
     "zoo.plugins.reduce",
+    "zoo.plugins.recurrent",
+    "zoo.plugins.bow",
     "zoo.plugins.presets",
 )

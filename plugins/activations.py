@@ -74,9 +74,10 @@ class Tanh(nn.Tanh):
 
 def _simple(name: str, module: type[nn.Module], gain: float, doc: str) -> LayerType:
     return LayerType(name=name, doc=doc, shape=_same, build=lambda s, p, pl: module(),
-                     gain=gain, params=NoParams)
+                     gain=gain, params=NoParams, causal=True, incremental="position")
 
 
+# every activation acts on each position alone: causal, and its step is its forward
 ACTIVATIONS = (
     _simple("tanh", Tanh, 5.0 / 3.0, "tanh(x); init gain 5/3"),
     _simple("relu", nn.ReLU, math.sqrt(2.0), "max(x, 0); init gain sqrt(2)"),
@@ -85,13 +86,16 @@ ACTIVATIONS = (
     LayerType(name="leaky_relu", doc="max(x, 0) + slope * min(x, 0); init gain "
                                      "sqrt(2 / (1 + slope^2)) for the default slope",
               params=LeakyParams, shape=_same, gain=nn.init.calculate_gain("leaky_relu", 0.01),
-              build=lambda s, p, pl: nn.LeakyReLU(p.negative_slope)),
+              build=lambda s, p, pl: nn.LeakyReLU(p.negative_slope),
+              causal=True, incremental="position"),
     LayerType(name="gelu", doc="x * Phi(x); init gain sqrt(2), as for relu", params=GeluParams,
               shape=_same, gain=math.sqrt(2.0),
-              build=lambda s, p, pl: nn.GELU(approximate=p.approximate)),
+              build=lambda s, p, pl: nn.GELU(approximate=p.approximate),
+              causal=True, incremental="position"),
     LayerType(name="hardtanh", doc="clamp(x, min_val, max_val); init gain 5/3, as for tanh",
               params=HardtanhParams, shape=_clamp_shape, gain=5.0 / 3.0,
-              build=lambda s, p, pl: nn.Hardtanh(p.min_val, p.max_val)),
+              build=lambda s, p, pl: nn.Hardtanh(p.min_val, p.max_val),
+              causal=True, incremental="position"),
 )
 
 

@@ -21,6 +21,7 @@ DROPOUT = LayerType(
     params=DropoutParams,
     shape=lambda s, p, pl: s,
     build=lambda s, p, pl: nn.Dropout(p.p),
+    causal=True, incremental="position",  # position by position
 )
 
 

@@ -64,6 +64,7 @@ EMBEDDING = LayerType(
     shape=lambda s, p, pl: (*s, p.dim or pl.vocab_size),
     build=_build,
     takes_tokens=True,
+    causal=True, incremental="position",  # each id alone
 )
 
 

@@ -68,6 +68,7 @@ LINEAR = LayerType(
     shape=_shape,
     build=_build,
     gain=1.0,  # a linear map: the gain scan of an earlier linear stops here
+    causal=True, incremental="position",  # position by position
 )
 
 

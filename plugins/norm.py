@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from zoo import LayerType, Place, Shape, ShapeError, hookimpl, param
+from zoo import LayerType, Place, Shape, ShapeError, hookimpl, kernels, param
 
 
 def _thread_invariant(module: nn.Module, x: torch.Tensor) -> bool:
@@ -25,25 +23,12 @@ def _thread_invariant(module: nn.Module, x: torch.Tensor) -> bool:
     return module.training and x.is_cpu and not isinstance(module, nn.SyncBatchNorm)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 class _BatchNormOneThread(torch.autograd.Function):
     """torch's training batch_norm of (N, C), forward and backward, each on one thread."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, factor, eps):
-        with _one_thread():  # also updates the running statistics, as nn.BatchNorm1d does
+        with kernels.one_thread():  # also updates the running statistics, as nn.BatchNorm1d does
             y, mean, invstd = torch.native_batch_norm(x, weight, bias, running_mean,
                                                       running_var, True, factor, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
@@ -54,7 +39,7 @@ class _BatchNormOneThread(torch.autograd.Function):
     def backward(ctx, grad):
         x, weight, mean, invstd = ctx.saved_tensors
         wanted = [True, weight is not None, weight is not None]
-        with _one_thread():
+        with kernels.one_thread():
             dx, dweight, dbias = torch.ops.aten.native_batch_norm_backward(
                 grad.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, wanted)
         return dx, dweight, dbias, None, None, None, None
@@ -102,7 +87,7 @@ class _LayerNormOneThread(torch.autograd.Function):
     def backward(ctx, grad):
         x, mean, rstd, weight, bias = ctx.saved_tensors
         wanted = [True, weight is not None, bias is not None]
-        with _one_thread():
+        with kernels.one_thread():
             dx, dweight, dbias = torch.ops.aten.native_layer_norm_backward(
                 grad.contiguous(), x, (x.shape[-1],), mean, rstd, weight, bias, wanted)
         return dx, dweight, dbias, None
@@ -154,6 +139,7 @@ LAYERNORM = LayerType(
     params=LayerNormParams,
     shape=features_shape,
     build=lambda s, p, pl: LastAxisLayerNorm(s[-1], eps=p.eps, elementwise_affine=p.affine),
+    causal=True, incremental="position",  # position by position
 )
 
 

@@ -20,6 +20,13 @@ class PositionEmbedding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.weight  # (B, T, C)
 
+    def initial_state(self, batch: int) -> dict[str, torch.Tensor]:
+        return {}  # the position is all a step needs
+
+    def step(self, x: torch.Tensor, state: dict[str, torch.Tensor],
+             position: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return x + self.weight[position], state  # (B, C)
+
 
 @dataclass(frozen=True)
 class PositionParams:
@@ -39,6 +46,7 @@ POSITION_EMBEDDING = LayerType(
     shape=_shape,
     build=lambda s, p, pl: PositionEmbedding(s[0], s[1], p.std),
     causal=True,
+    incremental="state",  # stateless, but its step needs the position
 )
 
 

@@ -41,7 +41,7 @@ RMSNORM = LayerType(
     params=RMSNormParams,
     shape=features_shape,  # the same inputs as batchnorm and layernorm
     build=lambda s, p, pl: RMSNorm(s[-1], p.eps, p.affine),
-    causal=True,  # position by position
+    causal=True, incremental="position",  # position by position
 )
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from zoo import LayerType, NoParams, ShapeError, param
+from zoo.layer import declaration_problems
 from zoo.registry import get_registry
 from zoo.testing import ConformanceError, ConformanceWarning, check_layer
 
@@ -55,6 +56,7 @@ def test_every_registered_layer_conforms(name: str) -> None:
     report = _conforms(name)
     sequence = "[B, T, C]" in report.forms or ("tokens" in report.forms and report.context > 1)
     causal = ["causality"] if layer.causal and sequence else []
+    steps = ["steps"] if layer.incremental and sequence else []
     # every built-in gives the same bits on one and two threads; a third-party layer may not
     # (zoo train then keeps it on one thread): the kit names what differed
     builtin = get_registry().plugins[layer.plugin].builtin
@@ -62,9 +64,11 @@ def test_every_registered_layer_conforms(name: str) -> None:
     assert skipped_threads is None or (not builtin and "differs between 1 and 2 threads"
                                        in skipped_threads)
     threads = [] if skipped_threads else ["threads"]
-    assert report.passed == [*CHECKS, *causal, *threads, "onnx"]
+    assert report.passed == [*CHECKS, *causal, *steps, *threads, "onnx"]
+    unchecked = "the layer was not checked on a sequence"
     assert report.skipped == ({} if not layer.causal or sequence else
-                              {"causality": "the layer was not checked on a sequence"})
+                              {"causality": unchecked} | ({"steps": unchecked}
+                                                          if layer.incremental else {}))
     assert report.forms and (report.forms == ["tokens"]) == layer.takes_tokens
 
 
@@ -281,3 +285,67 @@ def test_a_layer_whose_gradient_depends_on_the_thread_count_is_named_not_failed(
         report = check_layer(fused, onnx=False)
     assert report.passed == CHECKS
     assert "keeps a model with this layer on one thread" in report.skipped["threads"]
+
+
+# -- the kit checks the incremental form of causal layers -------------------------------------
+
+class RunningMean(nn.Module):
+    """A causal running mean whose step may be broken on purpose."""
+
+    def __init__(self, dim: int, broken: str = "") -> None:
+        super().__init__()
+        self.dim, self.broken = dim, broken
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        counts = torch.arange(1, x.shape[1] + 1, dtype=x.dtype)[:, None]  # (T, 1)
+        return x.cumsum(dim=1) / counts  # (B, T, C)
+
+    def initial_state(self, batch: int) -> dict[str, torch.Tensor]:
+        if self.broken == "ones":
+            return {"sum": torch.ones(batch, self.dim)}
+        return {"sum": torch.zeros(batch, self.dim)}
+
+    def step(self, x, state, position):
+        if self.broken == "stateless":  # forgets the past: each step starts over
+            return x, state
+        total = state["sum"] + x
+        if self.broken == "grows":
+            return total / (position + 1), {"sum": total, "extra": total}
+        return total / (position + 1), {"sum": total}
+
+
+def _running(broken: str = "") -> LayerType:
+    return LayerType(name="running_mean", doc="mean so far", params=NoParams,
+                     shape=_sequence_only, build=lambda s, p, pl: RunningMean(s[-1], broken),
+                     causal=True, incremental="state")
+
+
+def test_a_stepped_layer_that_matches_its_forward_passes() -> None:
+    report = check_layer(_running(), onnx=False)
+    assert "causality" in report.passed and "steps" in report.passed
+
+
+@pytest.mark.parametrize("broken, message", [
+    ("stateless", "layer 'running_mean' fails the steps check: entry 1 (running_mean): stepping "
+                  "through a sequence from its initial state differs from its forward at "
+                  "position 1 (max difference"),
+    ("ones", "initial_state(8) must return a dict of zero tensors with the batch axis first"),
+    ("grows", "step at position 0 returned state {'sum': (8, 6), 'extra': (8, 6)}; it must keep "
+              "the names and shapes of initial_state, {'sum': (8, 6)}"),
+])
+def test_the_kit_catches_a_broken_step(broken: str, message: str) -> None:
+    with pytest.raises(ConformanceError) as e:
+        check_layer(_running(broken), onnx=False)
+    assert message in str(e.value)
+    if broken == "stateless":
+        assert str(e.value).endswith("its step gives what it gives from the initial state, so "
+                                     "it carries nothing from one position to the next")
+
+
+def test_an_incremental_declaration_needs_causal() -> None:
+    layer = dataclasses.replace(_running(), causal=False)
+    assert declaration_problems(layer) == [
+        "incremental='state' needs causal=True: only a causal layer can run one position at a "
+        "time"]
+    assert declaration_problems(dataclasses.replace(_running(), incremental="yes")) == [
+        "incremental must be one of None, 'position', 'state', got 'yes'"]

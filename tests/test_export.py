@@ -1,5 +1,7 @@
 """zoo.export.onnx and zoo.export.check: every preset exports to one ONNX file that agrees
-with torch (logits and seeded samples), and the file carries what a sampler needs."""
+with torch (logits and seeded samples), and the file carries what a sampler needs. A window
+model's file maps windows to logits (format 1); a sequence model's is its step graph (format
+2), checked position by position against torch's full forward."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
 
-from zoo.data import load_dataset
+from zoo.build import model_kind
+from zoo.data import IGNORE, load_dataset
 from zoo.errors import ArtifactError
 from zoo.export.check import ATOL, RTOL, check
 from zoo.export.onnx import export_onnx
@@ -24,6 +27,8 @@ from zoo.rundir import open_run
 from zoo.sampling import sample
 
 PRESETS = sorted(get_registry().presets)
+WINDOW = [p for p in PRESETS if model_kind(p, 27) == "window"]
+SEQUENCE = [p for p in PRESETS if model_kind(p, 27) == "sequence"]
 Exported = Callable[[str], tuple[Path, Path]]
 
 
@@ -31,7 +36,7 @@ def assert_close(actual: np.ndarray, expected: np.ndarray) -> None:
     np.testing.assert_allclose(actual, expected, atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", WINDOW)
 def test_onnxruntime_matches_torch(preset: str, exported: Exported) -> None:
     run_dir, path = exported(preset)
     run, ort_model = open_run(run_dir), OnnxModel.load(path)
@@ -50,7 +55,7 @@ def test_onnxruntime_matches_torch(preset: str, exported: Exported) -> None:
     assert sample(ort_model.logits, **options) == sample(run.model.numpy_logits, **options)
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", WINDOW)
 def test_file_is_single_checked_and_described(preset: str, exported: Exported) -> None:
     run_dir, path = exported(preset)
     assert path == run_dir / "model.onnx"
@@ -73,6 +78,89 @@ def test_file_is_single_checked_and_described(preset: str, exported: Exported) -
     versions = set(json.loads(props["versions"]))
     assert {"layerzoo", "torch", "onnx", "onnxruntime", "numpy"} <= versions
     assert json.loads(props["metrics"]) == run.meta["metrics"]
+
+
+def stepped(model: OnnxModel, ids: np.ndarray) -> np.ndarray:
+    """The step graph run token by token over sequences ids [B, T]: logits [B, T, V]."""
+    state, out = model.start(len(ids)), []
+    for t in range(ids.shape[1]):
+        logits, state = model.step(ids[:, t], state, t)  # (B, V)
+        out.append(logits)
+    return np.stack(out, axis=1)
+
+
+def test_the_zoo_has_sequence_presets() -> None:
+    assert {"makemore-rnn", "makemore-gru", "makemore-bow", "makemore-transformer",
+            "seq-transformer"} <= set(SEQUENCE)
+
+
+@pytest.mark.parametrize("preset", SEQUENCE)
+def test_step_graph_matches_the_full_forward_at_every_position(preset: str,
+                                                              exported: Exported) -> None:
+    run_dir, path = exported(preset)
+    run, ort_model = open_run(run_dir), OnnxModel.load(path)
+    meta = run.meta
+    data = load_dataset(meta["data"]["path"], run.spec.context, meta["seed"], sequence=True)
+    x, y = data.splits["val"].arrays()  # (N, T) every validation word
+    kept = y != IGNORE  # (N, T) the positions up to each word's end
+    full = run.model.numpy_logits(x)  # (N, T, V)
+    assert_close(stepped(ort_model, x)[kept], full[kept])
+    rng = np.random.default_rng(0)
+    for batch in (1, 7):  # any ids, every position
+        ids = rng.integers(0, run.vocab.size, (batch, run.spec.context))
+        assert_close(stepped(ort_model, ids), run.model.numpy_logits(ids))
+    reference = ReferenceEvaluator(onnx.load(path))
+    state = {f"past.{n}": a for (n, _), a in zip(ort_model.meta.state, ort_model.start(4),
+                                                 strict=True)}
+    for t in range(3):  # a few positions of four words through the ONNX reference
+        out = reference.run(None, {"token": x[:4, t], "position": np.array(t), **state})
+        assert_close(out[0], full[:4, t])
+        state = {f"past.{n}": a for (n, _), a in zip(ort_model.meta.state, out[1:],
+                                                     strict=True)}
+    options = {"vocab": run.vocab.chars, "context": run.spec.context, "n": 50, "seed": 3}
+    words = sample(run.model.stepper(), **options)
+    assert sample(ort_model, **options) == words
+    assert sample(run.model.stepper(recompute=True), **options) == words
+
+
+@pytest.mark.parametrize("preset", SEQUENCE)
+def test_step_file_is_single_checked_and_described(preset: str, exported: Exported) -> None:
+    run_dir, path = exported(preset)
+    proto = onnx.load(path, load_external_data=False)
+    onnx.checker.check_model(proto, full_check=True)
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["layerzoo.format"] == "2"
+    state = json.loads(props["layerzoo.state"])
+    inputs = [(i.name, [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim])
+              for i in proto.graph.input]
+    outputs = [(o.name, [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim])
+               for o in proto.graph.output]
+    run = open_run(run_dir)
+    assert inputs == [("token", ["batch"]), ("position", []),
+                      *[(f"past.{n}", ["batch", *dims]) for n, dims in state]]
+    assert outputs == [("logits", ["batch", run.vocab.size]),
+                       *[(f"present.{n}", ["batch", *dims]) for n, dims in state]]
+    assert int(props["context"]) == run.spec.context == run.model.context
+    if "transformer" in preset:  # every attention layer carries a key and a value cache
+        heads = [n for n, _ in state if n.endswith(".key")]
+        assert len(heads) == 4 and all(dims[1] == run.spec.context for _, dims in state)
+
+
+def test_a_step_graph_refuses_the_window_path(exported: Exported) -> None:
+    path = exported("makemore-gru")[1]
+    with pytest.raises(ArtifactError) as e:
+        OnnxModel.load(path).logits(np.zeros((2, 3), np.int64))
+    assert str(e.value) == (f"{path} is a sequence model's step graph (layerzoo format 2), "
+                            "which takes one position at a time: use its start() and step(), "
+                            "or sample()")
+
+
+def test_check_reports_sequence_parity(exported: Exported) -> None:
+    run_dir, path = exported("makemore-transformer")
+    result = check(run_dir, path, samples=30)
+    assert result.ok and result.samples == 30
+    assert result.max_abs_diff < ATOL and result.torch_loss == pytest.approx(
+        open_run(run_dir).meta["metrics"]["val_loss"], abs=1e-4)
 
 
 def test_check_reports_parity(exported: Exported) -> None:
@@ -170,3 +258,43 @@ def test_cli_export_and_check(exported: Exported, cli, tmp_path: Path) -> None:
 def test_cli_check_refuses_a_file_of_another_run(exported: Exported, cli) -> None:
     result = cli("check", str(exported("mlp")[0]), str(exported("wavenet")[1]))
     assert result.exit_code == 2 and "was not exported from" in result.stderr
+
+
+def _with_props(src: Path, dst: Path, **changes: str) -> Path:
+    proto = onnx.load(src)
+    props = {p.key: p.value for p in proto.metadata_props} | changes
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, dst)
+    return dst
+
+
+def test_a_step_graph_that_does_not_match_its_state_is_one_line(exported: Exported, cli,
+                                                                tmp_path: Path) -> None:
+    path = exported("makemore-transformer")[1]
+    state = json.loads(OnnxModel.load(path).metadata["layerzoo.state"])
+    more = _with_props(path, tmp_path / "more.onnx",
+                       **{"layerzoo.state": json.dumps([*state, ["99.key", [4, 16, 16]]])})
+    fewer = _with_props(path, tmp_path / "fewer.onnx",
+                        **{"layerzoo.state": json.dumps(state[1:])})
+    broken = _with_props(path, tmp_path / "broken.onnx", **{"layerzoo.state": "[[1, 2]]"})
+    future = _with_props(path, tmp_path / "future.onnx", **{"layerzoo.format": "3"})
+    for file, fragment in [(more, "missing past.99.key"),
+                           (fewer, f"unexpected past.{state[0][0]}"),
+                           (broken, "format 2 needs 'layerzoo.state'"),
+                           (future, "has layerzoo format '3'; this layerzoo reads formats '1' "
+                                    "and '2' (upgrade layerzoo)")]:
+        result = cli("sample", str(file), "-n", "3")
+        assert result.exit_code == 2 and result.stdout == "", file
+        assert result.stderr.count("\n") == 1 and str(file) in result.stderr
+        assert fragment in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("preset", ["makemore-rnn", "seq-transformer"])
+def test_int8_step_graphs_keep_the_loss(preset: str, exported: Exported, cli) -> None:
+    run_dir, _ = exported(preset)
+    result = cli("export", str(run_dir), "--int8")
+    assert result.exit_code == 0, result.output
+    int8 = run_dir / "model.int8.onnx"
+    assert OnnxModel.load(int8).meta.step and OnnxModel.load(int8).quantized == "int8-dynamic"
+    report = check(run_dir, int8)
+    assert report.ok and abs(report.loss_drift) < 0.01

@@ -229,7 +229,8 @@ VOCABS = st.one_of(st.integers(2, 40), st.sampled_from([27, 27, 2, 1, 0, -3, 27.
 
 
 def assert_builds_and_runs_or_zoo_error(data: Any, vocab: Any) -> bool:
-    """The property: a ZooError, or a model that maps int64 [B, T] to logits [B, V]."""
+    """The property: a ZooError, or a model that maps int64 [B, T] to logits [B, V] (a window
+    model) or [B, T, V] (a sequence model)."""
     try:
         spec = data if isinstance(data, Spec) else Spec.from_dict(data, source="<fuzz>")
         expand(spec, registry())
@@ -242,8 +243,9 @@ def assert_builds_and_runs_or_zoo_error(data: Any, vocab: Any) -> bool:
     assert model.num_parameters() <= MAX_PARAMS
     x = torch.randint(0, vocab, (3, model.context))  # (B, T)
     with torch.no_grad():
-        logits = model.eval()(x)  # (B, V)
-    assert logits.shape == (3, vocab) and logits.dtype == torch.float32
+        logits = model.eval()(x)  # (B, V) or (B, T, V)
+    want = (3, vocab) if model.kind == "window" else (3, model.context, vocab)
+    assert logits.shape == want and logits.dtype == torch.float32
     event("built and ran")
     return True
 
@@ -266,7 +268,8 @@ def test_python_entry_lists_build_and_run_or_raise_zoo_error(entries, context, v
         model = build_model(entries, vocab, context=context, registry=registry())
     except ZooError:
         return
-    assert model.numpy_logits(np.zeros((2, context), np.int64)).shape == (2, vocab)
+    want = (2, vocab) if model.kind == "window" else (2, context, vocab)
+    assert model.numpy_logits(np.zeros((2, context), np.int64)).shape == want
 
 
 def to_toml(data: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ def mlp_bn(exported: Exported) -> tuple[Path, Path]:
 
 def torch_words(run_dir: Path, n: int = 20, **options) -> list[str]:
     run = open_run(run_dir)
-    return sample(run.model.numpy_logits, vocab=run.vocab.chars, context=run.spec.context,
+    return sample(run.model.sampling_model(), vocab=run.vocab.chars, context=run.spec.context,
                   n=n, seed=0, **options)
 
 

@@ -165,7 +165,7 @@ BAD_SPECS = [
                  "'description', 'model', 'train'; key 'model' is missing: expected a table "
                  "with 'layers' (and optionally 'context')", id="no-model-table"),
     pytest.param({"model": {"layers": entry(), "context": "3"}},
-                 "<python>: model.context: expected an integer >= 1, got string '3'",
+                 "<python>: model.context: expected an integer >= 1 or 'auto', got string '3'",
                  id="context-type"),
     pytest.param({"model": {"layers": entry()}, "train": {"step": 5}},
                  "<python>: train: unknown key 'step' (did you mean 'steps'?)",
@@ -186,13 +186,31 @@ def test_bad_spec_message(spec: Any, message: str) -> None:
 def test_a_missing_reduction_names_every_registered_reduction() -> None:
     reductions = [n for n, t in get_registry().layers.items() if t.reduction]
     assert {"flatten", "last", "mean"} <= set(reductions)
-    with pytest.raises(SpecError) as e:
-        build_model(["embedding", "linear"], 27)
+    with pytest.raises(SpecError) as e:  # a time axis of 2 after merging pairs: neither kind
+        build_model(["embedding", "flatten_consecutive", "linear"], 27, context=4)
     listed = ", ".join(repr(n) for n in reductions[:-1]) + f" or {reductions[-1]!r}"
     assert str(e.value) == (
-        "<python>: the model must end with logits of shape (27,) for a 27-symbol vocabulary, "
-        f"but entry 1 (linear) gives (3, 27); add a {listed} before the last linear to reduce "
+        "<python>: the model must end with logits of shape (27,) for a 27-symbol vocabulary "
+        "(a window model) or (4, 27) (a sequence model, a prediction per position), but "
+        f"entry 2 (linear) gives (2, 27); add a {listed} before the last linear to reduce "
         "the time axis")
+
+
+def test_logits_at_every_position_make_a_sequence_model() -> None:
+    model = build_model(["embedding", "linear"], 27)  # a bigram model, trained per position
+    assert model.kind == "sequence"
+    assert model(torch.zeros((2, 3), dtype=torch.int64)).shape == (2, 3, 27)
+    assert build_model(["embedding", "flatten", "linear"], 27).kind == "window"
+
+
+def test_a_sequence_model_refuses_a_layer_that_is_not_causal() -> None:
+    with pytest.raises(SpecError) as e:
+        build_model(["embedding", "batchnorm", "linear"], 27)
+    assert str(e.value) == (
+        "<python>: entry 1 (batchnorm) of plugin 'norm' is not causal on [B, T, C] (no "
+        "causal=True in the layer type), but a sequence model (logits [B, T, V]) trains every "
+        "position at once, so a layer that sees later positions would leak them; use causal "
+        "layers, or reduce the time axis for a window model")
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -55,7 +55,8 @@ def test_same_seed_same_losses_and_weights_bit_for_bit(tmp_path):
     assert c.metrics != a.metrics
 
 
-@pytest.mark.parametrize("spec,stop", [("mlp-bn", 25), ("wavenet", 40)])
+@pytest.mark.parametrize("spec,stop", [("mlp-bn", 25), ("wavenet", 40), ("makemore-gru", 25),
+                                       ("seq-transformer", 30)])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, spec, stop):
     # dropout draws from torch's global RNG: include it so its state is part of the proof
     overrides = {**FAST, "optimizer": "adamw"}

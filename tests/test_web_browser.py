@@ -143,3 +143,13 @@ def test_page_int8_model_matches_zoo_sample(page, site, cli) -> None:
     state, names = sample_in_page(driver, n="20", seed="4", prefix="")
     assert state == "done"
     assert names == zoo_words(cli, folder / "model.onnx", "-n", "20", "--seed", "4")
+
+
+def test_page_steps_a_sequence_model_as_zoo_sample_does(page, site, cli) -> None:
+    folder = site("seq-transformer")
+    assert json.loads((folder / "model.json").read_text(encoding="utf-8"))["format"] == "2"
+    driver = page(folder)
+    state, names = sample_in_page(driver, n="20", seed="9", prefix="a")
+    assert state == "done" and all(name.startswith("a") for name in names)
+    assert names == zoo_words(cli, folder / "model.onnx", "-n", "20", "--seed", "9",
+                              "--prefix", "a")

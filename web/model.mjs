@@ -9,7 +9,7 @@
 // sampler needs into model.json next to the model.
 
 import * as ort from "./ort.wasm.min.mjs";
-import { sample } from "./sampler.mjs";
+import { sample, sampleSteps } from "./sampler.mjs";
 
 const IN_NODE = typeof process !== "undefined" && Boolean(process.versions?.node);
 
@@ -36,6 +36,7 @@ export async function loadModel(base) {
     executionProviders: ["wasm"],
   });
   const { vocab, context } = card;
+  if (card.format === "2") return stepModel(card, session);
   const input = session.inputNames[0];
   const output = session.outputNames[0];
 
@@ -49,5 +50,38 @@ export async function loadModel(base) {
   return {
     card, vocab, context, logits,
     sample: (options) => sample(logits, { vocab, context, ...options }),
+  };
+}
+
+/**
+ * A sequence model's step graph (layerzoo format 2): ``token`` [rows], ``position`` [] and
+ * the state ``past.NAME`` in; ``logits`` [rows, V] and ``present.NAME`` out. model.json's
+ * ``state`` lists each NAME with its shape without the batch axis; every state starts at 0.
+ */
+function stepModel(card, session) {
+  const { vocab, context } = card;
+  const state = card.state.map(([name, dims]) => ({
+    name, dims, size: dims.reduce((a, b) => a * b, 1),
+  }));
+  const stepper = {
+    start: (rows) => state.map(({ size }) => ({ data: new Float32Array(rows * size), size })),
+    async step(ids, current, position, rows) {
+      const feeds = {
+        token: new ort.Tensor("int64", ids, [rows]),
+        position: new ort.Tensor("int64", BigInt64Array.of(BigInt(position)), []),
+      };
+      state.forEach(({ name, dims }, i) => {
+        feeds[`past.${name}`] = new ort.Tensor("float32", current[i].data, [rows, ...dims]);
+      });
+      const result = await session.run(feeds);
+      return {
+        logits: result.logits.data,
+        state: state.map(({ name, size }) => ({ data: result[`present.${name}`].data, size })),
+      };
+    },
+  };
+  return {
+    card, vocab, context, stepper,
+    sample: (options) => sampleSteps(stepper, { vocab, context, ...options }),
   };
 }

@@ -110,6 +110,67 @@ export async function sample(logitsFn, options) {
   return words.map((word) => o.prefix + word.drawn.map((id) => o.vocab[id]).join(""));
 }
 
+/**
+ * The words of ``sample`` from a sequence model's step graph (layerzoo format 2), stepped
+ * without computing a position twice, as zoo.sampling steps it: position 0 takes '.', the next
+ * positions the prefix, each later one the id drawn before it. A word ends at '.', at
+ * ``maxLength`` characters, or when the context's T positions are used.
+ *
+ * ``stepper.start(rows)`` gives the zero state (an array of ``{ data: Float32Array, size }``,
+ * ``size`` floats per row); ``stepper.step(ids, state, position, rows)`` resolves to
+ * ``{ logits, state }`` for the BigInt64Array ``ids`` (rows).
+ */
+export async function sampleSteps(stepper, options) {
+  const o = settings(options);
+  const V = o.vocab.length;
+  const T = o.context;
+  const k = o.topK === null ? V : Math.min(o.topK, V);
+  const prefixIds = [...o.prefix].map((c) => o.vocab.indexOf(c));
+  if (prefixIds.length >= T) {
+    throw new SettingsError(`prefix ${JSON.stringify(o.prefix)} has ${prefixIds.length} `
+      + `characters, but this sequence model holds words of at most ${T} (its context), so a `
+      + `prefix may have at most ${T - 1}`);
+  }
+  const steps = Math.min(o.maxLength, T) - prefixIds.length;
+  const words = [];
+  for (let w = 0; w < o.n; w++) {
+    words.push({ key: wordKey(o.seed, o.start + BigInt(w)), drawn: [] });
+  }
+  let state = stepper.start(words.length);
+  let ids = new BigInt64Array(words.length); // position 0 takes '.'
+  for (let p = 0; p < prefixIds.length; p++) {
+    ({ state } = await stepper.step(ids, state, p, words.length));
+    ids = new BigInt64Array(words.length).fill(BigInt(prefixIds[p]));
+  }
+  let active = steps > 0 ? words : [];
+  for (let s = 0; s < steps && active.length; s++) {
+    const out = await stepper.step(ids, state, prefixIds.length + s, active.length);
+    if (out.logits.length !== active.length * V) {
+      throw new Error(`the model returned ${out.logits.length} logits for ${active.length} `
+        + `sequences; expected ${active.length * V} for a ${V}-symbol vocabulary`);
+    }
+    const kept = []; // rows still growing: their state goes on, their id is the next input
+    const next = [];
+    active.forEach((word, r) => {
+      const id = pick(out.logits.subarray(r * V, (r + 1) * V), uniform(word.key, s),
+        o.temperature, k);
+      if (id !== 0) {
+        word.drawn.push(id);
+        kept.push(r);
+        next.push(BigInt(id));
+      }
+    });
+    active = kept.map((r) => active[r]);
+    ids = BigInt64Array.from(next);
+    state = out.state.map(({ data, size }) => {
+      const rows = new Float32Array(kept.length * size);
+      kept.forEach((r, i) => rows.set(data.subarray(r * size, (r + 1) * size), i * size));
+      return { data: rows, size };
+    });
+  }
+  return words.map((word) => o.prefix + word.drawn.map((id) => o.vocab[id]).join(""));
+}
+
 /** Inverse-CDF choice from softmax(logits / temperature) over the top k, in float64. */
 export function pick(logits, u, temperature, k) {
   const V = logits.length;

@@ -1,7 +1,10 @@
 """Assembly: a validated spec becomes a ``Model`` with shapes inferred and weights initialised.
 
 Shapes flow from the model input, token ids ``[B, T]``, through each entry's shape function;
-nothing in a spec states an input size. Two entries that disagree are both named. A residual
+nothing in a spec states an input size. The last shape says what kind of model it is: logits
+``[B, V]`` make a *window* model (the next character after a window of T ids), logits
+``[B, T, V]`` a *sequence* model (position t predicts token t + 1 from tokens <= t), which may
+hold only causal layers. Two entries that disagree are both named. A residual
 block (``x + f(x)``) is no module of its own: the model keeps one flat list of layer modules
 (weights named ``layers.N.*`` whatever the nesting) and adds each block's input back where the
 block ends.
@@ -9,7 +12,10 @@ block ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,12 +24,16 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from zoo.data import AUTO, auto_context, default_words_file, read_words
 from zoo.errors import ShapeError, SpecError, ZooError
 from zoo.layer import Place, Shape
 from zoo.registry import Registry, get_registry
 from zoo.spec import Entry, Spec, expand, load_spec
 
-__all__ = ["Model", "SummaryRow", "build_model", "block_edges", "max_params", "MAX_PARAMS"]
+__all__ = ["Model", "SummaryRow", "build_model", "block_edges", "max_params", "MAX_PARAMS",
+           "model_kind", "WINDOW", "SEQUENCE"]
+
+WINDOW, SEQUENCE = "window", "sequence"  # what Model.kind says
 
 MAX_PARAMS = 50_000_000  # the default limit; LAYERZOO_MAX_PARAMS, read at each build, overrides
 MAX_PARAMS_ENV = "LAYERZOO_MAX_PARAMS"
@@ -61,11 +71,18 @@ class SummaryRow:
     depth: int = 0  # how many residual blocks it sits in
 
 
+State = list[dict[str, torch.Tensor]]
+"""A sequence model's incremental state: per layer, the tensors its step carries."""
+
+
 class Model(nn.Module):
-    """A spec assembled into a module: int64 context ``[B, T]`` -> float32 logits ``[B, V]``.
+    """A spec assembled into a module: int64 context ``[B, T]`` -> float32 logits ``[B, V]``
+    (a window model) or ``[B, T, V]`` (a sequence model, ``kind == "sequence"``).
 
     ``model.spec`` and ``model.vocab_size`` are all it takes to build the same architecture
-    again: ``build_model(model.spec, model.vocab_size)``.
+    again: ``build_model(model.spec, model.vocab_size)``. A sequence model whose layers all
+    declare an incremental form also runs one position at a time: ``initial_state`` and
+    ``step``, the graph it exports.
     """
 
     def __init__(self, layers: list[nn.Module], spec: Spec, vocab_size: int,
@@ -78,6 +95,7 @@ class Model(nn.Module):
         self.entries = entries
         self.shapes = shapes
         self.edges = block_edges(entries)
+        self.kind = SEQUENCE if len(shapes[-1]) == 2 else WINDOW
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         x, saved = context, []  # (B, T) int64; the inputs of the open residual blocks
@@ -86,7 +104,43 @@ class Model(nn.Module):
             x = layer(x)
             for _ in range(closed):
                 x = saved.pop() + x  # x + f(x), same shape (checked when built)
-        return x  # (B, V) logits
+        return x  # (B, V) logits, or (B, T, V) for a sequence model
+
+    def step_problem(self) -> str | None:
+        """Why this model cannot run one position at a time (None when it can)."""
+        if self.kind != SEQUENCE:
+            return ("it is a window model (logits [B, V] from a window of ids), which has no "
+                    "step form; a sequence model (logits [B, T, V]) has")
+        for entry in self.entries:
+            if entry.layer.incremental is None:
+                plugin = f" of plugin {entry.layer.plugin!r}" if entry.layer.plugin else ""
+                return (f"{entry.label}{plugin} declares no incremental form (LayerType "
+                        "incremental='position' or 'state'), so it cannot run one position at "
+                        "a time")
+        return None
+
+    def initial_state(self, batch: int) -> State:
+        """The state before the first position, for ``batch`` sequences (see ``step``)."""
+        return [layer.initial_state(batch) if e.layer.incremental == "state" else {}
+                for e, layer in zip(self.entries, self.layers, strict=True)]
+
+    def step(self, ids: torch.Tensor, state: State,
+             position: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """One position of every sequence: ids int64 ``[B]`` at index ``position`` (a 0-d int64
+        tensor) and the state so far -> logits ``[B, V]`` for the next id, and the new state.
+        Stepping through a sequence gives the full forward's logits at every position."""
+        x, saved, new = ids, [], []  # (B,) int64; inputs of the open residual blocks
+        for entry, layer, s, (opened, closed) in zip(self.entries, self.layers, state,
+                                                      self.edges, strict=True):
+            saved.extend([x] * len(opened))
+            if entry.layer.incremental == "state":
+                x, s = layer.step(x, s, position)  # (B, C)
+            else:  # acts on each position alone: its forward on one position is its step
+                x = layer(x[:, None])[:, 0]  # (B, C)
+            new.append(s)
+            for _ in range(closed):
+                x = saved.pop() + x
+        return x, new  # (B, V)
 
     def summary(self) -> list[SummaryRow]:
         """Each layer with its output shape (batch left out) and parameter count; a residual
@@ -111,15 +165,24 @@ class Model(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    @torch.no_grad()
     def numpy_logits(self, context: np.ndarray) -> np.ndarray:
-        """Eval-mode logits for int64 contexts [B, T] as float32 [B, V] (for the sampler)."""
-        was_training = self.training
-        self.eval()
-        try:
+        """Eval-mode logits for int64 contexts [B, T] as float32 [B, V] (for the sampler), or
+        [B, T, V] for a sequence model."""
+        with _evaluating(self):
             return self(torch.from_numpy(np.ascontiguousarray(context, np.int64))).numpy()
-        finally:
-            self.train(was_training)
+
+    def stepper(self, *, recompute: bool = False) -> TorchStepper | Recompute:
+        """A sequence model as the sampler steps it (numpy in and out, eval mode): its layers'
+        step forms, or, with ``recompute`` or where a layer declares none, the full forward
+        over the ids so far at every position (slower: the prefix is computed again)."""
+        if recompute or self.step_problem() is not None:
+            return Recompute(self)
+        return TorchStepper(self)
+
+    def sampling_model(self) -> Any:
+        """What ``zoo.sampling.sample`` takes for this model: ``numpy_logits`` for a window
+        model, ``stepper()`` for a sequence model."""
+        return self.stepper() if self.kind == SEQUENCE else self.numpy_logits
 
     def translation_table(self) -> dict[Any, Any]:
         """ONNX translations the model's layer types supply (for the exporter)."""
@@ -127,6 +190,64 @@ class Model(nn.Module):
         for entry in self.entries:
             table.update(entry.layer.translation_table())
         return table
+
+
+_MODE = threading.Lock()  # the sampler calls from two threads: one mode switch at a time
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients for the enclosed calls; the model's mode is restored."""
+    with _MODE:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            model.train(was_training)
+
+
+class TorchStepper:
+    """``Model.step`` for the sampler: the state as a flat list of numpy arrays."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.layout = [list(s) for s in model.initial_state(1)]  # state names per layer
+
+    def start(self, rows: int) -> list[np.ndarray]:
+        with _evaluating(self.model):
+            return [t.numpy() for s in self.model.initial_state(rows) for t in s.values()]
+
+    def step(self, ids: np.ndarray, state: list[np.ndarray],
+             position: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        flat = iter(state)
+        nested = [{name: torch.from_numpy(next(flat)) for name in names}
+                  for names in self.layout]
+        with _evaluating(self.model):
+            logits, new = self.model.step(torch.from_numpy(np.ascontiguousarray(ids, np.int64)),
+                                          nested, torch.tensor(position))  # (A, V)
+        return logits.numpy(), [t.numpy() for s in new for t in s.values()]
+
+
+class Recompute:
+    """A sequence model stepped by its full forward: the state is the ids so far ``[A, T]``,
+    and each position runs every position before it again (the reference the step forms are
+    checked against)."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+
+    def start(self, rows: int) -> list[np.ndarray]:
+        return [np.zeros((rows, self.model.context), np.int64)]  # (A, T)
+
+    def step(self, ids: np.ndarray, state: list[np.ndarray],
+             position: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        seen = state[0].copy()  # (A, T)
+        seen[:, position] = ids
+        with _evaluating(self.model):
+            logits = self.model(torch.from_numpy(seen))[:, position]  # (A, V)
+        return logits.numpy(), [seen]
 
 
 def _places(entries: list[Entry], vocab_size: int, context: int) -> list[Place]:
@@ -214,13 +335,42 @@ def infer_shapes(entries: list[Entry], places: list[Place], context: int,
                                 "but a residual block adds its input to its output (x + f(x)) "
                                 "and must give back the shape it was given", source)
             producer = label
-    if shape != (vocab_size,):
+    if shape == (context, vocab_size):
+        _check_causal(entries, source)
+    elif shape != (vocab_size,):
+        if len(shape) == 1:
+            raise SpecError(f"the model must end with logits of shape ({vocab_size},) for a "
+                            f"{vocab_size}-symbol vocabulary, but {producer} gives {shape}; end "
+                            "with a 'linear' (its 'out' defaults to the vocabulary)", source)
         raise SpecError(f"the model must end with logits of shape ({vocab_size},) for a "
-                        f"{vocab_size}-symbol vocabulary, but {producer} gives {shape}"
-                        + (_reduction_hint(registry) if len(shape) > 1
-                           else "; end with a 'linear' (its 'out' defaults to the vocabulary)"),
-                        source)
+                        f"{vocab_size}-symbol vocabulary (a window model) or ({context}, "
+                        f"{vocab_size}) (a sequence model, a prediction per position), but "
+                        f"{producer} gives {shape}" + _reduction_hint(registry), source)
     return shapes
+
+
+def _check_causal(entries: list[Entry], source: str) -> None:
+    """A sequence model trains every position at once: no layer may see later positions."""
+    bad = [e for e in entries if not e.layer.causal]
+    if bad:
+        named = ", ".join(e.label + (f" of plugin {e.layer.plugin!r}" if e.layer.plugin else "")
+                          for e in bad)
+        raise SpecError(f"{named} {'is' if len(bad) == 1 else 'are'} not causal on [B, T, C] "
+                        "(no causal=True in the layer type), but a sequence model (logits "
+                        "[B, T, V]) trains every position at once, so a layer that sees later "
+                        "positions would leak them; use causal layers, or reduce the time axis "
+                        "for a window model", source)
+
+
+def model_kind(spec: Any, vocab_size: int, *, registry: Registry | None = None) -> str:
+    """``"window"`` or ``"sequence"``: what ``build_model`` would build, checked without
+    building it (SpecError for a spec that would not build)."""
+    registry = registry or get_registry()
+    spec = _settled(spec, None, registry)
+    entries = expand(spec, registry)
+    shapes = infer_shapes(entries, _places(entries, vocab_size, spec.context), spec.context,
+                          vocab_size, spec.source, registry)
+    return SEQUENCE if len(shapes[-1]) == 2 else WINDOW
 
 
 class _NoMetaInit(TorchFunctionMode):
@@ -255,14 +405,25 @@ def _build_layers(entries: list[Entry], places: list[Place], context: int,
     return modules
 
 
+def _settled(spec: Any, context: int | None, registry: Registry) -> Spec:
+    """The spec with an integer context: ``context`` if given; a spec's ``"auto"`` (set from
+    the words file when training) is the bundled corpus's, as the default vocabulary is."""
+    spec = load_spec(spec, context=context, registry=registry)
+    if spec.context == AUTO:
+        spec = replace(spec, context=auto_context(read_words(default_words_file())))
+    return spec
+
+
 def build_model(spec: Any, vocab_size: int, *, context: int | None = None,
                 registry: Registry | None = None) -> Model:
     """Validate ``spec`` (entries, file, preset name or Spec), infer shapes, build and init.
 
-    Uses torch's global RNG for initialisation: seed it first for a reproducible model.
+    ``context`` overrides the spec's; a context of ``"auto"`` with no override is that of the
+    bundled names.txt (its longest word + 1). Uses torch's global RNG for initialisation: seed
+    it first for a reproducible model.
     """
     registry = registry or get_registry()
-    spec = load_spec(spec, context=context, registry=registry)
+    spec = _settled(spec, context, registry)
     if not isinstance(vocab_size, int) or vocab_size < 2:
         raise SpecError(f"vocabulary size must be an integer >= 2, got {vocab_size!r}",
                         spec.source)

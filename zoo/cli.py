@@ -280,7 +280,7 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
     if samples:
         from zoo.sampling import sample
 
-        words = sample(result.model.numpy_logits, vocab=result.vocab.chars,
+        words = sample(result.model.sampling_model(), vocab=result.vocab.chars,
                        context=result.model.context, n=samples, seed=0)
         click.echo("samples: " + " ".join(words))
 
@@ -348,12 +348,12 @@ def sample_cmd(ctx: click.Context, source: Path, count: int, start: int, seed: i
         from zoo.rundir import open_run
 
         run = open_run(source, registry=registry(ctx))
-        logits_fn, vocab, context = run.model.numpy_logits, run.vocab.chars, run.spec.context
+        logits_fn, vocab, context = run.model.sampling_model(), run.vocab.chars, run.spec.context
     else:
         from zoo.export.runtime import OnnxModel
 
         model = OnnxModel.load(source)
-        logits_fn, vocab, context = model.logits, model.vocab, model.context
+        logits_fn, vocab, context = model.sampling_model(), model.vocab, model.context
     chunks = sample_text(logits_fn, vocab=vocab, context=context, n=count, seed=seed,
                          start=start, temperature=temperature, top_k=top_k, prefix=prefix,
                          max_length=max_length)
@@ -383,7 +383,7 @@ def check_cmd(ctx: click.Context, run: Path, onnx_file: Path, samples: int, seed
                    registry=registry(ctx))
     if result.quantized:
         click.echo(f"logits: max |onnxruntime - torch| = {result.max_abs_diff:.3g} over "
-                   f"{result.contexts:,} validation contexts ({result.quantized} file: judged "
+                   f"{result.contexts:,} {result.compared} ({result.quantized} file: judged "
                    "by loss)")
         click.echo(f"validation loss: torch {result.torch_loss:.4f}, onnxruntime "
                    f"{result.onnx_loss:.4f}, drift {result.loss_drift:+.4f} nats (max "
@@ -393,7 +393,7 @@ def check_cmd(ctx: click.Context, run: Path, onnx_file: Path, samples: int, seed
     else:
         verdict = "ok" if result.logits_match else "DIFFER"
         click.echo(f"logits: max |onnxruntime - torch| = {result.max_abs_diff:.3g} over "
-                   f"{result.contexts:,} validation contexts (atol {result.atol:g}, rtol "
+                   f"{result.contexts:,} {result.compared} (atol {result.atol:g}, rtol "
                    f"{result.rtol:g}): {verdict}")
         click.echo(f"validation loss: torch {result.torch_loss:.4f}, onnxruntime "
                    f"{result.onnx_loss:.4f}")

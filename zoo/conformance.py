@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import string
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,7 +24,8 @@ from zoo.registry import Registry
 __all__ = ["ConformanceError", "ConformanceWarning", "ONNX_ATOL", "ONNX_RTOL", "check_shapes",
            "check_threads",
            "check_forward", "check_gradients", "check_weights", "layer_inputs",
-           "check_batch_independence", "check_causality", "check_onnx", "fail", "generator"]
+           "check_batch_independence", "check_causality", "check_steps", "check_onnx", "fail",
+           "generator"]
 
 ONNX_ATOL, ONNX_RTOL = 1e-5, 1e-4
 SAME_ATOL, SAME_RTOL = 1e-6, 1e-5  # "unchanged" for batch independence and causality
@@ -176,6 +178,14 @@ def check_batch_independence(layer: LayerType, model: Model, inputs: dict[int, t
                           "batch axis, e.g. take it for time?)")
 
 
+def _sequences(model: Model, inputs: dict[int, torch.Tensor]
+               ) -> Iterator[tuple[nn.Module, str, torch.Tensor]]:
+    """(module, label, input) for each use of the layer that received a sequence."""
+    for i, h in inputs.items():
+        if h.dim() == (2 if h.dtype == torch.int64 else 3):  # features [B, C] have no time
+            yield model.layers[i], model.entries[i].label, h
+
+
 def check_causality(layer: LayerType, model: Model, inputs: dict[int, torch.Tensor],
                      vocab_size: int, seed: int) -> bool:
     """On every sequence input: changing positions after t leaves outputs up to t alone.
@@ -184,10 +194,7 @@ def check_causality(layer: LayerType, model: Model, inputs: dict[int, torch.Tens
     checked = False
     model.eval()
     with torch.no_grad():
-        for i, h in inputs.items():
-            if h.dim() != (2 if h.dtype == torch.int64 else 3):
-                continue  # features [B, C]: no time axis
-            module, label = model.layers[i], model.entries[i].label
+        for module, label, h in _sequences(model, inputs):
             out = module(h)  # (B, T, ...)
             t_len = h.shape[1]
             if out.dim() < 2 or out.shape[1] != t_len:
@@ -204,6 +211,57 @@ def check_causality(layer: LayerType, model: Model, inputs: dict[int, torch.Tens
                           f"position {t}")
             checked = True
     return checked
+
+
+def check_steps(layer: LayerType, model: Model, inputs: dict[int, torch.Tensor]) -> bool:
+    """For a layer that declares an incremental form, on every sequence input: stepping
+    through the positions from ``initial_state`` (all zeros) gives the full forward's output
+    at every position. False when the layer received no sequence (nothing to check)."""
+    checked = False
+    model.eval()
+    with torch.no_grad():
+        for module, label, h in _sequences(model, inputs):
+            full = module(h)  # (B, T, C')
+            stepped, fresh = _steps(layer, module, label, h)
+            for t in range(h.shape[1]):
+                if _same(stepped[t], full[:, t]):
+                    continue
+                hint = ""
+                if t > 0 and _same(stepped[t], fresh[t]):
+                    hint = ("; its step gives what it gives from the initial state, so it "
+                            "carries nothing from one position to the next")
+                fail(layer, "steps", f"{label}: stepping through a sequence from its initial "
+                     f"state differs from its forward at position {t} (max difference "
+                     f"{(stepped[t] - full[:, t]).abs().max().item():.3g}){hint}")
+            checked = True
+    return checked
+
+
+def _steps(layer: LayerType, module: nn.Module, label: str,
+           h: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The outputs of stepping ``module`` through ``h`` position by position, and of each
+    position stepped alone from the initial state."""
+    if layer.incremental == "position":
+        out = [module(h[:, t:t + 1])[:, 0] for t in range(h.shape[1])]
+        return out, out
+    start = module.initial_state(len(h))
+    if not isinstance(start, dict) or not all(
+            isinstance(v, torch.Tensor) and v.shape[:1] == (len(h),) and not v.any()
+            for v in start.values()):
+        fail(layer, "steps", f"{label}: initial_state({len(h)}) must return a dict of zero "
+             f"tensors with the batch axis first (the step graph starts every state at 0)")
+    state, out, fresh = start, [], []
+    for t in range(h.shape[1]):
+        position = torch.tensor(t)
+        y, new = module.step(h[:, t], state, position)
+        if set(new) != set(start) or any(new[k].shape != start[k].shape for k in start):
+            fail(layer, "steps", f"{label}: step at position {t} returned state "
+                 f"{ {k: tuple(v.shape) for k, v in new.items()} }; it must keep the names and "
+                 f"shapes of initial_state, { {k: tuple(v.shape) for k, v in start.items()} }")
+        out.append(y)
+        fresh.append(module.step(h[:, t], module.initial_state(len(h)), position)[0])
+        state = new
+    return out, fresh
 
 
 def check_onnx(layer: LayerType, model: Model, export_onnx: Any, onnx_model: Any,

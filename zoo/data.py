@@ -1,4 +1,7 @@
-"""Words file -> vocabulary, (context, next character) windows and a seeded 80/10/10 split.
+"""Words file -> vocabulary, training examples and a seeded 80/10/10 split.
+
+A window model learns from (context, next character) windows (``Windows``); a sequence model
+from whole words, one example each (``Sequences``, makemore.py's layout).
 
 One word per line (a line ends at '\n' only); lines are stripped and blank lines skipped. The
 vocabulary is '.' (index 0, the word boundary) followed by the sorted characters of the file.
@@ -22,10 +25,13 @@ import numpy as np
 from zoo import files
 from zoo.errors import DataError
 
-__all__ = ["Vocab", "Dataset", "Windows", "read_words", "windows", "split_words", "load_dataset",
-           "default_words_file", "BOUNDARY", "MAX_WORD_LENGTH"]
+__all__ = ["Vocab", "Dataset", "Windows", "Sequences", "read_words", "windows", "split_words",
+           "load_dataset", "default_words_file", "auto_context", "BOUNDARY", "MAX_WORD_LENGTH",
+           "AUTO", "IGNORE", "Corpus", "make_dataset"]
 
 BOUNDARY = "."
+AUTO = "auto"  # a sequence model's context: the longest word + 1, from the words file
+IGNORE = -1  # the target of a position after a word's end: left out of the loss
 MAX_WORD_LENGTH = 256  # longer lines are not words: refuse them with the line number
 # control, format (zero-width, BOM), line/paragraph separators, surrogates, unassigned
 INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs", "Cn"))
@@ -91,8 +97,15 @@ def read_words(path: str | Path) -> list[str]:
     return _read(Path(path))[0]
 
 
-def _read(path: Path) -> tuple[list[str], str]:
-    """The words of a file and the sha256 of its bytes (read once, bounded by zoo.files).
+def auto_context(words: list[str]) -> int:
+    """A sequence model's context for these words: the longest word + 1 (its start token), so
+    every word with its end token fits."""
+    return max(map(len, words)) + 1
+
+
+def _read(path: Path) -> tuple[list[str], str, list[int]]:
+    """The words of a file, the sha256 of its bytes (read once, bounded by zoo.files) and the
+    line number of each word.
 
     Lines end only at '\n' (a '\r' before it is dropped): a form feed or U+2028 inside a line
     is a character of that line, so it can neither split a word nor shift the line numbers of
@@ -100,7 +113,7 @@ def _read(path: Path) -> tuple[list[str], str]:
     """
     raw = files.read_bytes(path, files.WORDS, DataError)
     text = files.decode(raw, path, DataError).removeprefix("\ufeff")
-    words = []
+    words, lines = [], []
     for number, line in enumerate(text.split("\n"), 1):
         word = line.strip()
         if not word:
@@ -118,9 +131,10 @@ def _read(path: Path) -> tuple[list[str], str]:
                         "breaks lines, so it cannot be a symbol of a word")
             raise DataError(f"{path}:{number}: word {word!r} contains {bad!r}; {why}")
         words.append(word)
+        lines.append(number)
     if not words:
         raise DataError(f"{path}: no words (the file is empty or has only blank lines)")
-    return words, hashlib.sha256(raw).hexdigest()
+    return words, hashlib.sha256(raw).hexdigest(), lines
 
 
 class Windows:
@@ -149,6 +163,11 @@ class Windows:
     def __len__(self) -> int:
         return len(self.tokens)
 
+    @property
+    def targets(self) -> int:
+        """Characters predicted over the split, end tokens included: one per window."""
+        return len(self.tokens)
+
     def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pairs ``idx`` as X int64 [B, T] (contexts) and Y int64 [B] (next ids)."""
         idx = np.asarray(idx, np.int64)  # (B,)
@@ -164,6 +183,48 @@ class Windows:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Every pair at once: X int64 [N, T], Y int64 [N] (memory O(N * T): small data only)."""
+        return self.batch(np.arange(len(self)))
+
+
+class Sequences:
+    """Every word as one example, as makemore.py lays them out: inputs '.' then the word's
+    characters, targets the characters then '.', each padded to the context T.
+
+    Position t's target is the id after the t + 1 ids before it; positions after the word's
+    end have target ``IGNORE`` and are left out of the loss, so the mean loss is the mean NLL
+    per character, end token included: the quantity ``Windows`` gives for a window model.
+    """
+
+    def __init__(self, words: list[str], vocab: Vocab, context: int) -> None:
+        self.context = context
+        self.flat = Windows(words, vocab, 1)  # its tokens: every word, then '.'
+        self.lengths = np.fromiter((len(w) + 1 for w in words), np.int64, len(words))
+        self.begins = np.cumsum(self.lengths) - self.lengths  # (words,) where each begins
+        self.targets = int(self.lengths.sum())  # characters and end tokens: the loss's count
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Words ``idx`` as X int64 [B, T] (inputs) and Y int64 [B, T] (targets)."""
+        idx = np.asarray(idx, np.int64)  # (B,)
+        pos = np.arange(self.context)  # (T,)
+        n = self.lengths[idx][:, None]  # (B, 1) characters + 1
+        at = self.begins[idx][:, None] + pos  # (B, T) flat index of position t's target
+        tokens = self.flat.tokens
+        y = np.where(pos < n, tokens[np.minimum(at, len(tokens) - 1)].astype(np.int64),
+                     IGNORE)  # (B, T)
+        x = np.zeros(y.shape, np.int64)  # (B, T): '.' first, and '.' after the end
+        x[:, 1:] = np.where(pos[1:] < n, tokens[np.minimum(at[:, :-1], len(tokens) - 1)], 0)
+        return x, y
+
+    def chunks(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every word in order, ``size`` at a time."""
+        for i in range(0, len(self), size):
+            yield self.batch(np.arange(i, min(i + size, len(self))))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every word at once: X, Y int64 [N, T]."""
         return self.batch(np.arange(len(self)))
 
 
@@ -189,25 +250,74 @@ def split_words(words: list[str], seed: int) -> tuple[list[str], list[str], list
 
 @dataclass(frozen=True)
 class Dataset:
-    """A words file made ready for training: vocabulary, split, windows."""
+    """A words file made ready for training: vocabulary, split, windows or sequences."""
 
     path: str
     sha256: str
     vocab: Vocab
     context: int
-    splits: dict[str, Windows]  # "train" | "val" | "test"
+    splits: dict[str, Windows | Sequences]  # "train" | "val" | "test"
     words: dict[str, int]  # words per split
 
+    @property
+    def sequence(self) -> bool:
+        """Whether the examples are whole words (a sequence model's) rather than windows."""
+        return isinstance(self.splits["train"], Sequences)
 
-def load_dataset(path: str | Path | None, context: int, seed: int) -> Dataset:
-    """Read, split and window a words file (default: the bundled names.txt)."""
-    path = Path(path) if path is not None else default_words_file()
-    words, digest = _read(path)
+
+@dataclass(frozen=True)
+class Corpus:
+    """A words file as read: its words, the line of each, the sha256 of its bytes."""
+
+    path: Path
+    words: list[str]
+    lines: list[int]
+    sha256: str
+
+    @classmethod
+    def read(cls, path: str | Path | None) -> Corpus:
+        """Read a words file (default: the bundled names.txt)."""
+        path = Path(path) if path is not None else default_words_file()
+        words, digest, lines = _read(path)
+        return cls(path, words, lines, digest)
+
+    def context(self, context: int | str) -> int:
+        """A sequence model's context for this file: ``"auto"`` is the longest word + 1; a
+        number is checked to hold every word with its start token (DataError naming the
+        line of the first word that does not fit)."""
+        if context == AUTO:
+            return auto_context(self.words)
+        longest = max(range(len(self.words)), key=lambda i: len(self.words[i]))
+        if len(self.words[longest]) + 1 > context:
+            raise DataError(f"{self.path}:{self.lines[longest]}: word "
+                            f"{self.words[longest][:40]!r} has {len(self.words[longest])} "
+                            f"characters, but a sequence model of context {context} holds "
+                            f"words of at most {context - 1} (its start token takes a "
+                            "position); set model.context to 'auto' or to "
+                            f"{len(self.words[longest]) + 1} or more")
+        return context
+
+
+def load_dataset(path: str | Path | None, context: int | str, seed: int, *,
+                 sequence: bool = False) -> Dataset:
+    """Read, split and window a words file (default: the bundled names.txt); with
+    ``sequence``, every word is one example and ``context`` may be ``"auto"``."""
+    return make_dataset(Corpus.read(path), context, seed, sequence=sequence)
+
+
+def make_dataset(corpus: Corpus, context: int | str, seed: int, *,
+                 sequence: bool = False) -> Dataset:
+    """A read words file split and made into windows (or, with ``sequence``, whole words)."""
+    words, path = corpus.words, corpus.path
     vocab = Vocab.from_words(words)
+    if sequence:
+        context = corpus.context(context)
     try:
         parts = dict(zip(("train", "val", "test"), split_words(words, seed), strict=False))
     except DataError as e:
         raise DataError(f"{path}: {e}") from None
-    return Dataset(str(path), digest, vocab, context,
-                   {k: Windows(v, vocab, context) for k, v in parts.items()},
+    kind = Sequences if sequence else Windows
+    assert isinstance(context, int)
+    return Dataset(str(path), corpus.sha256, vocab, context,
+                   {k: kind(v, vocab, context) for k, v in parts.items()},
                    {k: len(v) for k, v in parts.items()})

@@ -60,7 +60,14 @@ class LayerType:
     (nonlinearities and linear maps declare one; shape-only layers leave it None).
     ``takes_tokens`` marks a layer whose input is the int64 context rather than features.
     ``causal`` declares that on a sequence ``[B, T, C]`` the output at time t depends only on
-    inputs at times <= t (the conformance kit checks it). ``reduction`` declares a layer that
+    inputs at times <= t (the conformance kit checks it); a sequence model (output
+    ``[B, T, V]``) may hold only causal layers. ``incremental`` says how a causal layer runs one
+    position at a time, for the step graph a sequence model exports: ``"position"`` for a layer
+    that acts on each position alone (its forward on ``[B, 1, C]`` is its step), ``"state"`` for
+    one whose module implements ``initial_state(batch) -> dict[str, Tensor]`` and
+    ``step(x_t, state, position) -> (y_t, state)`` (``x_t`` is ``[B, C]``, or the ids ``[B]`` of a
+    layer that takes tokens; ``position`` the int64 index t as a 0-d tensor; every state tensor
+    keeps its shape from step to step). ``reduction`` declares a layer that
     turns a sequence ``[B, T, C]`` into features ``[B, C']``; the builder lists such layers
     when a model's output still has a time axis.
     ``onnx_translation`` is needed only when the module uses ops the ONNX exporter cannot
@@ -76,6 +83,7 @@ class LayerType:
     gain: float | None = None
     takes_tokens: bool = False
     causal: bool = False
+    incremental: Literal["position", "state"] | None = None
     reduction: bool = False
     onnx_translation: Mapping[Any, Any] | Callable[[], Mapping[Any, Any]] | None = None
     plugin: str = ""  # filled in by the registry: the plugin that registered it
@@ -191,6 +199,7 @@ def describe(annotation: Any) -> str:
 
 
 SUPPORTED = (int, float, bool, str, type(None))
+INCREMENTAL = (None, "position", "state")
 
 
 def declaration_problems(layer: Any) -> list[str]:
@@ -203,6 +212,12 @@ def declaration_problems(layer: Any) -> list[str]:
     for attr in ("shape", "build"):
         if not callable(getattr(layer, attr)):
             problems.append(f"{attr} must be callable")
+    if layer.incremental not in INCREMENTAL:
+        problems.append(f"incremental must be one of {', '.join(map(repr, INCREMENTAL))}, got "
+                        f"{layer.incremental!r}")
+    elif layer.incremental is not None and not layer.causal:
+        problems.append(f"incremental={layer.incremental!r} needs causal=True: only a causal "
+                        "layer can run one position at a time")
     if not (dataclasses.is_dataclass(layer.params) and isinstance(layer.params, type)):
         return problems + ["params must be a dataclass type"]
     try:

@@ -1,7 +1,8 @@
-"""The sampler: words from any function that maps contexts to next-character logits.
+"""The sampler: words from a window model's logits function or a sequence model's stepper.
 
     words = sample(model.numpy_logits, vocab=vocab.chars, context=3, n=20, seed=0)
     words = sample(onnx_model.logits, vocab=onnx_model.vocab, context=3, n=20, seed=0)
+    words = sample(model.stepper(), vocab=vocab.chars, context=16, n=20, seed=0)
     for text in sample_text(onnx_model.logits, ..., n=10**7): sys.stdout.write(text)
 
 numpy only (no torch), so the onnxruntime side can use it.
@@ -31,8 +32,12 @@ Choosing the next id from one row of float32 logits (V values), in float64::
     target = min(u * total, nextafter(total, 0))
     next id = number of indices j with cdf[j] <= target
 
-A word starts as T '.' ids and the prefix ids, and ends when id 0 ('.') is drawn or at
-``max_length`` characters (prefix included). torch and onnxruntime logits differ only by
+A window model's word starts as T '.' ids and the prefix ids, and ends when id 0 ('.') is
+drawn or at ``max_length`` characters (prefix included). A sequence model (a ``Stepper``) is
+stepped from its zero state: position 0 takes '.', the next positions the prefix, and each
+later position the id drawn at the one before; nothing before a position is computed again.
+Its words end at '.', at ``max_length``, or when the context's T positions are used (T
+characters at most). torch and onnxruntime logits differ only by
 rounding, so the same seed gives the same words through both.
 
 Words are made in chunks of at most ``CHUNK`` words (a word that ends leaves its chunk's
@@ -46,13 +51,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
+from typing import Protocol
 
 import numpy as np
 
 from zoo.data import BOUNDARY, Vocab  # '.' (vocab[0]) ends a word and pads contexts
 from zoo.errors import ArtifactError, SpecError
 
-__all__ = ["sample", "sample_text", "uniforms", "pick", "LogitsFn", "BOUNDARY", "MAX_SEED"]
+__all__ = ["sample", "sample_text", "uniforms", "pick", "LogitsFn", "Stepper", "BOUNDARY",
+           "MAX_SEED"]
 
 MAX_SEED = 2**64  # seeds and word indices are uint64
 WORKERS = 2  # chunks growing at once (threads): the model of one overlaps the numpy of another
@@ -67,8 +74,19 @@ LogitsFn = Callable[[np.ndarray], np.ndarray]
 """int64 contexts [B, T] -> float logits [B, V]."""
 
 
-def sample(logits_fn: LogitsFn, *, vocab: Sequence[str], context: int, n: int, seed: int = 0,
-           start: int = 0, temperature: float = 1.0, top_k: int | None = None,
+class Stepper(Protocol):
+    """A sequence model run one position at a time (numpy in, numpy out)."""
+
+    def start(self, rows: int) -> list[np.ndarray]:
+        """The state before position 0 for ``rows`` sequences: arrays, batch axis first."""
+
+    def step(self, ids: np.ndarray, state: list[np.ndarray],
+             position: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """ids int64 [A] at ``position`` and the state -> logits [A, V] and the new state."""
+
+
+def sample(logits_fn: LogitsFn | Stepper, *, vocab: Sequence[str], context: int, n: int,
+           seed: int = 0, start: int = 0, temperature: float = 1.0, top_k: int | None = None,
            prefix: str = "", max_length: int = 64) -> list[str]:
     """Words ``start`` .. ``start + n - 1``; each starts with ``prefix``, at most ``max_length``
     characters long.
@@ -89,7 +107,7 @@ def sample(logits_fn: LogitsFn, *, vocab: Sequence[str], context: int, n: int, s
     return words
 
 
-def sample_text(logits_fn: LogitsFn, *, vocab: Sequence[str], context: int, n: int,
+def sample_text(logits_fn: LogitsFn | Stepper, *, vocab: Sequence[str], context: int, n: int,
                 seed: int = 0, start: int = 0, temperature: float = 1.0,
                 top_k: int | None = None, prefix: str = "",
                 max_length: int = 64) -> Iterator[str]:
@@ -148,7 +166,7 @@ def _uniforms(keys: np.ndarray, step: int) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53  # exact: < 2**53
 
 
-def _chunks(logits_fn: LogitsFn, chars: tuple[str, ...], context: int, n: int, seed: int,
+def _chunks(logits_fn: LogitsFn | Stepper, chars: tuple[str, ...], context: int, n: int, seed: int,
             start: int, temperature: float, top_k: int | None, prefix: str,
             max_length: int) -> Iterator[np.ndarray]:
     """Per chunk of words, in order, their drawn ids (rows, S): 0 ends a word, a row may be
@@ -159,6 +177,10 @@ def _chunks(logits_fn: LogitsFn, chars: tuple[str, ...], context: int, n: int, s
     numpy. At most ``WORKERS + 1`` chunks are held, whatever ``n``.
     """
     begin = Vocab(chars).encode(prefix, what="prefix")
+    if _is_stepper(logits_fn) and len(begin) >= context:
+        raise SpecError(f"prefix {prefix[:40]!r} has {len(begin)} characters, but this sequence "
+                        f"model holds words of at most {context} (its context), so a prefix "
+                        f"may have at most {context - 1}", "sampling")
     k = len(chars) if top_k is None else min(top_k, len(chars))
     width = context + len(begin) + max_length - len(begin)
     rows_per_chunk = max(1, min(CHUNK, MAX_IDS // width))
@@ -167,6 +189,9 @@ def _chunks(logits_fn: LogitsFn, chars: tuple[str, ...], context: int, n: int, s
     def grow(lo: int) -> np.ndarray:
         rows = min(rows_per_chunk, n - lo)
         index = np.uint64(start + lo) + np.arange(rows, dtype=np.uint64)  # (R,) word indices
+        if _is_stepper(logits_fn):
+            return _grow_steps(logits_fn, _keys(seed, index), begin, len(chars), context,
+                               max_length, temperature, k)
         return _grow(logits_fn, _keys(seed, index), begin, len(chars), context, max_length,
                      temperature, k)
 
@@ -198,6 +223,36 @@ def _grow(logits_fn: LogitsFn, keys: np.ndarray, begin: list[int], size: int, co
         active = active[nxt != 0]
         end += 1
     return ids[:, first:end]
+
+
+def _is_stepper(model: object) -> bool:
+    return callable(getattr(model, "step", None)) and callable(getattr(model, "start", None))
+
+
+def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int, context: int,
+                max_length: int, temperature: float, k: int) -> np.ndarray:
+    """The drawn ids of one chunk of words (rows, S), stepping a sequence model: each
+    position's ids go in once, with the state the earlier ones left."""
+    rows = len(keys)
+    steps = min(max_length, context) - len(begin)  # a word holds at most T characters
+    grown = np.zeros((rows, steps), np.int64)  # (R, S) drawn ids, 0 once a word ended
+    state = stepper.start(rows)
+    ids = np.zeros(rows, np.int64)  # (R,) position 0 takes '.'
+    for position, given in enumerate(begin):  # the prefix: fed, not drawn
+        state = stepper.step(ids, state, position)[1]
+        ids = np.full(rows, given, np.int64)
+    active = np.arange(rows)  # (A,) rows still growing; state and ids hold only theirs
+    drawn = 0
+    while drawn < steps and len(active):
+        logits, state = stepper.step(ids, state, len(begin) + drawn)
+        nxt = _pick(_checked(logits, len(active), size), _uniforms(keys[active], drawn),
+                    temperature, k)  # (A,)
+        grown[active, drawn] = nxt
+        going = nxt != 0
+        active, ids = active[going], nxt[going]
+        state = [a[going] for a in state]
+        drawn += 1
+    return grown[:, :drawn]
 
 
 def _decode(grown: np.ndarray, chars: tuple[str, ...], prefix: str) -> list[str]:
@@ -242,10 +297,14 @@ def _pick(logits: np.ndarray, u: np.ndarray, temperature: float, k: int) -> np.n
 
 
 def _call(logits_fn: LogitsFn, window: np.ndarray, size: int) -> np.ndarray:
-    logits = np.asarray(logits_fn(window))
-    if logits.shape != (len(window), size):
+    return _checked(logits_fn(window), len(window), size)
+
+
+def _checked(logits: np.ndarray, rows: int, size: int) -> np.ndarray:
+    logits = np.asarray(logits)
+    if logits.shape != (rows, size):
         raise ArtifactError(f"the model returned logits of shape {logits.shape} for "
-                            f"{len(window)} contexts; expected ({len(window)}, {size}) for "
+                            f"{rows} contexts; expected ({rows}, {size}) for "
                             f"a {size}-symbol vocabulary (is it the model of this vocabulary?)")
     if not np.isfinite(logits).all():
         raise ArtifactError("the model returned non-finite logits (NaN or inf); its weights "

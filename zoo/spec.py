@@ -49,7 +49,7 @@ class Spec:
     """A model spec as written (repeats not unrolled), with where it came from."""
 
     layers: list[Any]
-    context: int = DEFAULT_CONTEXT
+    context: int | str = DEFAULT_CONTEXT  # or "auto": a sequence model's, from the words file
     train: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: str = "<python>"
@@ -233,8 +233,11 @@ def expand(spec: Spec, registry: Registry | None = None) -> list[Entry]:
     registry = registry or get_registry()
     problems: list[str] = []
     ctx = spec.context
-    if not isinstance(ctx, int) or isinstance(ctx, bool):
-        problems.append(f"model.context: expected an integer >= 1, got {_kind(ctx)}")
+    if ctx == "auto":
+        problems.append("model.context is 'auto' (a sequence model's longest word + 1), which "
+                        "only a words file can settle; give an integer to build it without one")
+    elif not isinstance(ctx, int) or isinstance(ctx, bool):
+        problems.append(f"model.context: expected an integer >= 1 or 'auto', got {_kind(ctx)}")
     elif not 1 <= ctx <= MAX_CONTEXT:
         problems.append(f"model.context: expected an integer from 1 to {MAX_CONTEXT}, got {ctx}")
     problems += check_recipe(spec.train)[1]

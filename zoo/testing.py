@@ -23,6 +23,9 @@ shows it) naming the check, the entry and the plugin:
   LSTM that takes the batch axis for time fails it);
 - causality, for a layer that declares ``causal=True``, on a sequence: the output at time t
   does not change when inputs after t change;
+- steps, for a layer that declares ``incremental``, on a sequence: stepping through the
+  positions from its initial state (zeros) gives its full forward's output at every position;
+  a step that carries nothing from one position to the next is named as such;
 - onnx: the eval-mode graph exports (``zoo.export.onnx``) and, loaded as a deployment loads it
   (``zoo.export.runtime.OnnxModel``), gives torch's logits (atol 1e-5, rtol 1e-4).
 
@@ -52,6 +55,7 @@ from zoo.conformance import (
     check_gradients,
     check_onnx,
     check_shapes,
+    check_steps,
     check_threads,
     check_weights,
     fail,
@@ -189,6 +193,11 @@ def check_layer(layer: LayerType | str, *, params: dict[str, Any] | None = None,
             report.passed.append("causality")
         else:
             report.skipped["causality"] = "the layer was not checked on a sequence"
+    if layer.incremental is not None:
+        if check_steps(layer, model, inputs):
+            report.passed.append("steps")
+        else:
+            report.skipped["steps"] = "the layer was not checked on a sequence"
     differs = check_threads(model, where, vocab_size, context, seed)
     if differs is None:
         report.passed.append("threads")

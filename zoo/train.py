@@ -2,7 +2,9 @@
 
     zoo train mlp-bn --data data/names.txt --out runs/mlp-bn
 
-The same seed on the same machine gives the same losses and weights, bit for bit. SIGINT and
+A window model trains on (context, next character) windows, a sequence model on whole words,
+every position at once; both report the mean NLL per character, end token included. The same
+seed on the same machine gives the same losses and weights, bit for bit. SIGINT and
 SIGTERM save a checkpoint and stop; ``--resume DIR`` continues, and the resumed run ends with
 the same weights as one that was never interrupted (the checkpoint holds the optimizer state,
 both RNG states and the losses not yet written to metrics.jsonl). ``--resume DIR --steps N``
@@ -32,9 +34,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from zoo import atomic, curves, rundir
-from zoo.build import Model, build_model
+from zoo.build import SEQUENCE, Model, build_model, model_kind
 from zoo.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
-from zoo.data import Dataset, Vocab, Windows, load_dataset
+from zoo.data import AUTO, IGNORE, Corpus, Dataset, Sequences, Vocab, Windows, make_dataset
 from zoo.distributed import Sync, World, check_scale, peer_error, pick_device
 from zoo.errors import ArtifactError, SpecError, TrainingError
 from zoo.export.contract import versions
@@ -45,9 +47,11 @@ from zoo.spec import Spec, load_spec
 from zoo.threads import Adaptive, reproducible
 from zoo.threads import start as start_threads
 
-__all__ = ["train", "TrainResult", "Interrupted", "evaluate", "make_optimizer", "train_step"]
+__all__ = ["train", "TrainResult", "Interrupted", "evaluate", "make_optimizer", "train_step",
+           "objective"]
 
 EVAL_BATCH = 2048  # windows per evaluation chunk: its activations stay in cache
+EVAL_WORDS = 256  # words per evaluation chunk of a sequence model (T positions each)
 RESUME_OVERRIDES = ("steps",)  # what --resume may change: extending a run is all
 
 
@@ -97,7 +101,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
 
     With ``sync`` the loss is the mean over every rank's slice, so all ranks skip together.
     """
-    loss = F.cross_entropy(model(x), y)  # (B, V) logits vs (B,) targets
+    loss = objective(model(x), y)
     value = (loss if sync is None else sync.mean(loss)).item()
     if not math.isfinite(value):
         return value  # leave the weights as they were: the last good state survives
@@ -107,18 +111,28 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     return value
 
 
+def objective(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of logits (B, V) against targets (B,), or of a sequence model's (B, T, V)
+    against (B, T) with the positions after a word's end (``IGNORE``) left out."""
+    if logits.dim() == 3:
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE,
+                               reduction=reduction)  # (B*T, V) vs (B*T,)
+    return F.cross_entropy(logits, y, reduction=reduction)  # (B, V) vs (B,)
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Windows) -> float:
-    """Mean cross-entropy over a whole split in eval mode; restores the model's mode."""
+def evaluate(model: torch.nn.Module, split: Windows | Sequences) -> float:
+    """Mean NLL per character over a whole split in eval mode; restores the model's mode."""
     was_training = model.training
     model.eval()
     try:
         total = 0.0
         device = next(model.parameters()).device
-        for x, y in split.chunks(EVAL_BATCH):  # (C, T), (C,)
-            total += F.cross_entropy(model(torch.from_numpy(x).to(device)),
-                                     torch.from_numpy(y).to(device), reduction="sum").item()
-        return total / max(len(split), 1)
+        sequences = isinstance(split, Sequences)
+        for x, y in split.chunks(EVAL_WORDS if sequences else EVAL_BATCH):  # (C, T), (C,[T])
+            total += objective(model(torch.from_numpy(x).to(device)),
+                               torch.from_numpy(y).to(device), reduction="sum").item()
+        return total / max(split.targets, 1)
     finally:
         model.train(was_training)
 
@@ -175,7 +189,7 @@ def _start(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, A
     split = state.dataset.splits["train"]
     xb, yb = split.batch(np.arange(min(state.recipe.batch_size, len(split))))  # (B, T), (B,)
     state.threads, record = start_threads(
-        state.model, torch.from_numpy(xb), torch.from_numpy(yb), F.cross_entropy, threads,
+        state.model, torch.from_numpy(xb), torch.from_numpy(yb), objective, threads,
         on_cpu=sync.device.type == "cpu", distributed=sync.world.distributed)
     state.meta.update(record)
     if log is not None and sync.writer and record["thread_choice"]["reason"].startswith("one"):
@@ -199,12 +213,28 @@ def _run_spec(spec: Spec, recipe: Recipe) -> Spec:
                 spec.source)
 
 
+def _dataset(spec: Spec, corpus: Corpus, seed: int,
+             registry: Registry | None) -> tuple[Spec, Dataset]:
+    """The spec with its context settled, and the words file made ready for its kind of model:
+    windows for a window model, whole words (every one fitting the context) for a sequence
+    model."""
+    auto = spec.context == AUTO
+    if auto:
+        spec = dataclasses.replace(spec, context=corpus.context(AUTO))
+    kind = model_kind(spec, Vocab.from_words(corpus.words).size, registry=registry)
+    if auto and kind != SEQUENCE:
+        raise SpecError("model.context = 'auto' (the longest word + 1) is for sequence models, "
+                        "which predict at every position; this is a window model (its logits "
+                        "have no time axis): give model.context a number", spec.source)
+    return spec, make_dataset(corpus, spec.context, seed, sequence=kind == SEQUENCE)
+
+
 def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any],
              named: str | None, registry: Registry | None, sync: Sync,
              held: contextlib.ExitStack, log: Callable[[str], None] | None) -> Loop:
     loaded = load_spec(spec, registry=registry)
     recipe = resolve_recipe(loaded.train, overrides, named=named, source=loaded.source)
-    dataset = load_dataset(data, loaded.context, recipe.seed)
+    loaded, dataset = _dataset(loaded, Corpus.read(data), recipe.seed, registry)
     if sync.writer:
         rundir.check_new(out)
     run_spec = _run_spec(loaded, recipe)
@@ -217,9 +247,9 @@ def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str,
             "versions": versions(),  # the one dict exported files record too
             "data": {"path": str(Path(dataset.path).resolve()), "sha256": dataset.sha256,
                      "words": dataset.words,
-                     "windows": {k: len(v) for k, v in dataset.splits.items()}},
-            "parameters": model.num_parameters(), "status": "running", "step": 0,
-            "seconds": 0.0}
+                     "windows": {k: v.targets for k, v in dataset.splits.items()}},
+            "kind": model.kind, "parameters": model.num_parameters(), "status": "running",
+            "step": 0, "seconds": 0.0}
 
     def fill(tmp: Path) -> None:  # only once the model is built: a failed start leaves nothing
         rundir.write_json(tmp / rundir.SPEC, run_spec.qualified(registry).to_dict())
@@ -257,7 +287,8 @@ def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None,
             recipe = resolve_recipe(run_spec.train, {"steps": steps, "eval_every": every},
                                     source=str(out / rundir.SPEC))
     rows = curves.read_rows(out / rundir.METRICS, at)
-    dataset = load_dataset(meta["data"].get("path"), run_spec.context, recipe.seed)
+    run_spec, dataset = _dataset(run_spec, Corpus.read(meta["data"].get("path")), recipe.seed,
+                                 registry)
     if dataset.sha256 != meta["data"].get("sha256"):
         raise ArtifactError(f"{dataset.path} changed since the run started (sha256 differs);"
                             " resuming would train on other data")
