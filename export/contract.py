@@ -13,11 +13,14 @@ Format 2, a sequence model's step graph, one position of every sequence per call
 
 - inputs ``token`` int64 [batch] (the ids at this position; position 0 takes '.'),
   ``position`` int64 [] (the position, 0 to T - 1), then the state: ``past.L.NAME`` float32
-  [batch, ...] for each state tensor NAME of layer L (an attention layer's ``key`` and
-  ``value`` caches, a recurrent layer's ``hidden``; optimum's past/present naming), all
-  zeros at position 0;
-- outputs ``logits`` float32 [batch, V] (for the next id) and ``present.L.NAME``, the state
-  to feed at the next position, each the shape of its ``past``.
+  for each state tensor NAME of layer L (optimum's past/present naming). A tensor the layer
+  replaces (a recurrent layer's ``hidden``) is [batch, ...], zeros at position 0; a cache (an
+  attention layer's ``key`` and ``value``) is given as its entries so far, [position, batch,
+  ...], time first, empty at position 0;
+- outputs ``logits`` float32 [batch, V] (for the next id) and ``present.L.NAME``: for a
+  replaced tensor the state to feed at the next position (the shape of its ``past``); for a
+  cache this position's entry, [batch, ...], which the caller appends (a caller that keeps
+  a [T, batch, ...] array writes it at index ``position`` and feeds the first entries).
 
 Both carry these string metadata_props (every value JSON or a plain string):
 
@@ -26,8 +29,9 @@ Both carry these string metadata_props (every value JSON or a plain string):
                      holds; readers refuse other values
 ``vocab``            JSON list of the V symbols, '.' first (``zoo.data.Vocab.problem`` rules)
 ``context``          T, a decimal integer >= 1 (format 2: the most positions a sequence has)
-``layerzoo.state``   format 2 only: JSON list of ``[NAME, [dims...]]``, each state input
-                     ``past.NAME`` and its shape without the batch axis, in input order
+``layerzoo.state``   format 2 only: JSON list of ``[NAME, [dims...], CACHE]``, each state
+                     input ``past.NAME`` in input order, its shape without the batch axis (a
+                     cache's first dim is T, its most entries) and whether it is a cache
 ``spec``             JSON object: the spec the model was built from (``Spec.to_dict``)
 ``versions``         JSON object: package versions of the exporting machine (``versions()``)
 ``metrics``          optional JSON object: the run's final losses
@@ -112,7 +116,8 @@ class Metadata:
     quantized: str | None = None  # None for fp32, else how (INT8_DYNAMIC)
     props: dict[str, str] = field(default_factory=dict)  # every metadata_prop, layerzoo's or not
     format: str = FORMAT  # "1": a window graph; "2": a sequence model's step graph
-    state: tuple[tuple[str, tuple[int, ...]], ...] = ()  # format 2: (NAME, dims) per state
+    state: tuple[tuple[str, tuple[int, ...], bool], ...] = ()  # format 2: per state tensor
+    # (NAME, dims without the batch axis, whether it is a cache [T, batch, ...])
 
     @property
     def step(self) -> bool:
@@ -123,9 +128,10 @@ class Metadata:
 def make_metadata(vocab: Sequence[str], context: int, spec: Mapping[str, Any],
                   metrics: Mapping[str, Any] | None = None,
                   quantized: str | None = None,
-                  state: Sequence[tuple[str, Sequence[int]]] | None = None) -> dict[str, str]:
+                  state: Sequence[tuple[str, Sequence[int], bool]] | None = None
+                  ) -> dict[str, str]:
     """The metadata_props a writer stores: what it takes to sample from the file alone.
-    ``state`` (NAME, dims) per state tensor makes it a format-2 step graph's."""
+    ``state`` (NAME, dims, cache) per state tensor makes it a format-2 step graph's."""
     props = {
         FORMAT_KEY: FORMAT if state is None else FORMAT_STEP,
         VOCAB_KEY: json.dumps(list(vocab), ensure_ascii=False),
@@ -138,7 +144,8 @@ def make_metadata(vocab: Sequence[str], context: int, spec: Mapping[str, Any],
     if quantized:
         props[QUANTIZED_KEY] = quantized
     if state is not None:
-        props[STATE_KEY] = json.dumps([[name, list(dims)] for name, dims in state])
+        props[STATE_KEY] = json.dumps([[name, list(dims), bool(cache)]
+                                       for name, dims, cache in state])
     return props
 
 
@@ -177,21 +184,26 @@ def read_metadata(props: Mapping[str, str], path: Path | str) -> Metadata:
                     props[FORMAT_KEY], state)
 
 
-def _state(props: Mapping[str, str], path: Path | str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    """Format 2's list of state tensors, checked: distinct names, positive dims."""
+def _state(props: Mapping[str, str], path: Path | str
+           ) -> tuple[tuple[str, tuple[int, ...], bool], ...]:
+    """Format 2's list of state tensors, checked: distinct names, positive dims, a cache with
+    a time axis."""
+    def count(k: object) -> bool:
+        return isinstance(k, int) and not isinstance(k, bool) and 0 < k <= 2**20
+
     try:
         items = json.loads(props[STATE_KEY])
-        state = tuple((name, tuple(dims)) for name, dims in items)
-        ok = (len(state) <= MAX_STATE and len({n for n, _ in state}) == len(state)
+        state = tuple((name, tuple(dims), cache) for name, dims, cache in items)
+        ok = (len(state) <= MAX_STATE and len({n for n, _, _ in state}) == len(state)
               and all(isinstance(n, str) and 0 < len(n) <= 200 and len(d) <= 8
-                      and all(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= 2**20
-                              for k in d) for n, d in state))
+                      and all(map(count, d)) and isinstance(c, bool) and (d or not c)
+                      for n, d, c in state))
     except (KeyError, ValueError, TypeError, RecursionError):
         ok = False
     if not ok:
         raise ArtifactError(f"{path} has corrupted layerzoo metadata (format 2 needs "
-                            f"{STATE_KEY!r}: a list of [name, [dims]]); export it again with "
-                            "`zoo export`")
+                            f"{STATE_KEY!r}: a list of [name, [dims], cache]); "
+                            "export it again with `zoo export`")
     return state
 
 
@@ -219,9 +231,9 @@ def check_signature(inputs: Sequence[Any], outputs: Sequence[Any], path: Path | 
 def _check_step(inputs: Sequence[Any], outputs: Sequence[Any], path: Path | str,
                 meta: Metadata) -> None:
     want_in = [(TOKEN, "tensor(int64)", 1), (POSITION, "tensor(int64)", 0),
-               *[(past_name(n), "tensor(float)", 1 + len(d)) for n, d in meta.state]]
-    want_out = [(OUTPUT, "tensor(float)", 2),
-                *[(present_name(n), "tensor(float)", 1 + len(d)) for n, d in meta.state]]
+               *[(past_name(n), "tensor(float)", 1 + len(d)) for n, d, _ in meta.state]]
+    want_out = [(OUTPUT, "tensor(float)", 2),  # a cache's entry has no time axis
+                *[(present_name(n), "tensor(float)", len(d) + (not c)) for n, d, c in meta.state]]
     for what, got, want in (("takes", inputs, want_in), ("gives", outputs, want_out)):
         have = [(a.name, a.type, len(a.shape)) for a in got]
         if have != want:

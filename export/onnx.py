@@ -10,9 +10,10 @@ metadata_props everything a sampler needs: vocab, context, spec, versions, metri
 
 A sequence model exports its step graph instead (contract format 2): one position of every
 sequence per call, ``token`` [batch] and ``position`` [] and the state in, ``logits``
-[batch, V] and the new state out (export/contract.py). Every state tensor has a static shape
-but the batch (an attention layer's cache holds all T positions), so the graph specialises
-nothing on the example, and a sampler never computes a position twice.
+[batch, V] and the state's update out (export/contract.py): a tensor a layer replaces, or the
+one slot of a cache it writes at ``position``. Every state tensor has a static shape but the
+batch (an attention layer's cache holds all T positions), so the graph specialises nothing on
+the example, copies no cache, and a sampler never computes a position twice.
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ def layerzoo_metadata(model: Model, chars: Sequence[str],
     the file alone."""
     state = None
     if model.kind == SEQUENCE:
-        state = [(name, tuple(t.shape[1:])) for name, t in StepGraph(model).state(1)]
+        graph = StepGraph(model)
+        state = [(name, (t.shape[0], *t.shape[2:]) if cache else tuple(t.shape[1:]), cache)
+                 for (name, t), cache in zip(graph.state(1), graph.caches, strict=True)]
     return make_metadata(chars, model.context, model.spec.to_dict(),
                          metrics if isinstance(metrics, dict) else None, state=state)
 
@@ -187,18 +190,21 @@ class StepGraph(torch.nn.Module):
         super().__init__()
         self.model = model
         self.layout = [(i, key) for i, s in enumerate(model.initial_state(1)) for key in s]
+        self.caches = [key in model.caches(i) for i, key in self.layout]
 
-    def state(self, batch: int) -> list[tuple[str, torch.Tensor]]:
-        """(``L.NAME``, zeros) per state tensor, in input order."""
+    def state(self, batch: int, entries: int | None = None) -> list[tuple[str, torch.Tensor]]:
+        """(``L.NAME``, zeros) per state tensor, in input order; with ``entries``, each cache
+        cut to that many, as the graph takes it."""
         nested = self.model.initial_state(batch)
-        return [(f"{i}.{key}", nested[i][key]) for i, key in self.layout]
+        return [(f"{i}.{key}", nested[i][key][:entries] if cache else nested[i][key])
+                for (i, key), cache in zip(self.layout, self.caches, strict=True)]
 
     def forward(self, token: torch.Tensor, position: torch.Tensor,
                 state: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         nested: list[dict[str, torch.Tensor]] = [{} for _ in self.model.layers]
         for (i, key), tensor in zip(self.layout, state, strict=True):
             nested[i][key] = tensor
-        logits, new = self.model.step(token, nested, position)  # (B, V)
+        logits, new = self.model.step_updates(token, nested, position)  # (B, V)
         return (logits, *(new[i][key] for i, key in self.layout))
 
 
@@ -232,9 +238,11 @@ def _export_step(model: Model, opset: int) -> onnx.ModelProto:
         raise ArtifactError(f"cannot export the step graph of this sequence model: {problem}")
     graph = StepGraph(model)
     names = [name for name, _ in graph.state(1)]
-    example = (torch.zeros(2, dtype=torch.int64), torch.tensor(0),  # batch 2: not specialised
-               [t for _, t in graph.state(2)])
+    # batch 3 and 2 cache entries: neither 0 nor 1 (which the exporter would specialise on)
+    example = (torch.zeros(3, dtype=torch.int64), torch.tensor(min(2, model.context - 1)),
+               [t for _, t in graph.state(3, entries=2)])
     batch = torch.export.Dim("batch", min=1)
+    past = torch.export.Dim("past", min=0, max=max(model.context, 2))
     was_training = model.training
     model.eval()
     try:
@@ -244,7 +252,8 @@ def _export_step(model: Model, opset: int) -> onnx.ModelProto:
                 input_names=[TOKEN, POSITION, *map(past_name, names)],
                 output_names=[OUTPUT, *map(present_name, names)],
                 dynamic_shapes={"token": {0: batch}, "position": None,
-                                "state": [{0: batch}] * len(names)},
+                                "state": [{0: past, 1: batch} if cache else {0: batch}
+                                          for cache in graph.caches]},
                 optimize=True, verbose=False, external_data=False,
                 custom_translation_table=model.translation_table() or None)
             return program.model_proto

@@ -31,7 +31,7 @@ from zoo.export.contract import (
     present_name,
     read_metadata,
 )
-from zoo.sampling import sample
+from zoo.sampling import entries_so_far, sample, write_entries
 
 __all__ = ["OnnxModel", "external_tensors"]
 
@@ -72,8 +72,9 @@ class OnnxModel:
         self.context = meta.context
         self.metadata = meta.props  # every metadata_prop, as stored
         self.format = meta.format
-        self.state_names = [past_name(name) for name, _ in meta.state]
-        self.present_names = [OUTPUT, *(present_name(name) for name, _ in meta.state)]
+        self.state_names = [past_name(name) for name, _, _ in meta.state]
+        self.present_names = [OUTPUT, *(present_name(name) for name, _, _ in meta.state)]
+        self.caches = [cache for _, _, cache in meta.state]
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
@@ -139,12 +140,14 @@ class OnnxModel:
 
     def start(self, rows: int) -> list[np.ndarray]:
         """A step graph's state before position 0 for ``rows`` sequences: zeros (format 2)."""
-        return [np.zeros((rows, *dims), np.float32) for _, dims in self.meta.state]
+        return [np.zeros((dims[0], rows, *dims[1:]) if cache else (rows, *dims), np.float32)
+                for _, dims, cache in self.meta.state]
 
     def step(self, ids: np.ndarray, state: list[np.ndarray],
              position: int) -> tuple[np.ndarray, list[np.ndarray]]:
         """One position: token ids int64 [A] at ``position`` and the state -> logits float32
-        [A, V] for the next id and the state for the next position (format 2)."""
+        [A, V] for the next id and the state for the next position (format 2). A cache's new
+        entry is written into its ``state`` array in place: use the returned state only."""
         if not self.meta.step:
             raise ArtifactError(f"{self.path} is a window model's graph (layerzoo format 1); "
                                 "use logits() on windows of ids, or sample()")
@@ -158,13 +161,14 @@ class OnnxModel:
             raise ArtifactError(f"token ids must be in [0, {len(self.vocab) - 1}], got "
                                 f"{int(x.min())}..{int(x.max())}")
         feeds = {TOKEN: x, POSITION: np.array(position, np.int64),
-                 **dict(zip(self.state_names, state, strict=True))}
+                 **dict(zip(self.state_names, entries_so_far(state, self.caches, position),
+                            strict=True))}
         try:
             logits, *new = self.session.run(self.present_names, feeds)  # (A, V), state
         except Exception as e:  # onnxruntime's errors share no base class
             raise ArtifactError(f"{self.path}: onnxruntime failed to run the model: "
                                 f"{_first_line(e)}") from None
-        return logits, new
+        return logits, write_entries(state, new, self.caches, position)
 
     def sample(self, n: int, **options: Any) -> list[str]:
         """``zoo.sampling.sample`` over this model (same seed, same words as torch)."""

@@ -177,7 +177,8 @@ def _sidecar(meta: Metadata, source: Path, registry: Registry | None, ort_versio
             "context": meta.context, "spec": meta.spec, "metrics": meta.metrics,
             "quantized": meta.quantized, "versions": meta.versions,
             "parameters": parameters, "summary": summary, "onnxruntime_web": ort_version,
-            "format": meta.format, "state": [[name, list(dims)] for name, dims in meta.state]}
+            "format": meta.format,
+            "state": [[name, list(dims), cache] for name, dims, cache in meta.state]}
 
 
 def _summary(meta: Metadata, source: Path, registry: Registry | None

@@ -5,9 +5,13 @@ Written out (a fused query/key/value projection, ``scaled_dot_product_attention`
 ``is_causal=True``, an output projection) rather than ``nn.MultiheadAttention``, so the module
 exports to plain ONNX ops and its weights are two ordinary linear maps.
 
-Its step form keeps the keys and values of the positions so far in a cache of fixed size,
-``[B, H, T, D]`` for the model's context T: position t writes slot t and attends to slots <= t.
-Every shape in the step graph is then static but the batch, and no position is recomputed.
+Its step form keeps the keys and values of the positions so far in two caches
+(``state_caches``), one entry ``[B, C]`` per position, time first (head h in columns h*D to
+(h+1)*D). Position t is given the t entries before it, attends to them and to its own key, and
+returns only its own key and value, which the caller writes at entry t: nothing is recomputed
+or copied, and only the positions so far are read. A step's attention is elementwise products
+and sums over a head's D features (no matrix product with a batch of B * H tiny matrices,
+which onnxruntime runs slowly, and nothing a quantiser would turn into int8).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float, bias: bool, length: int) -> None:
         super().__init__()
         self.heads, self.dropout, self.length = heads, dropout, length
+        self.state_caches = ("key", "value")  # a step gets the entries so far, returns its own
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim, bias=bias)
         self.drop = nn.Dropout(dropout)
@@ -50,26 +55,29 @@ class CausalSelfAttention(nn.Module):
         return self.drop(self.proj(y))  # (B, T, C)
 
     def initial_state(self, batch: int) -> dict[str, torch.Tensor]:
-        """Empty key and value caches, one slot per position of the context."""
-        c = self.proj.in_features
+        """Key and value caches with an entry for every position of the context."""
         w = self.qkv.weight
-        shape = (batch, self.heads, self.length, c // self.heads)  # (B, H, T, D)
+        shape = (self.length, batch, self.proj.in_features)  # (T, B, C)
         return {"key": w.new_zeros(shape), "value": w.new_zeros(shape)}
 
     def step(self, x: torch.Tensor, state: dict[str, torch.Tensor],
              position: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Position ``position`` of every sequence: x (B, C) -> (B, C), caches updated."""
+        """Position ``position`` of every sequence: x (B, C) and the caches' entries before it
+        (P, B, C) -> (B, C), and this position's key and value (B, C)."""
         b, c = x.shape
         h, d = self.heads, c // self.heads
         q, k, v = self.qkv(x).split(c, dim=1)  # 3 x (B, C)
-        slots = torch.arange(self.length, device=x.device)  # (T,)
-        here = (slots == position)[:, None]  # (T, 1) the slot this position writes
-        keys = torch.where(here, k.view(b, h, 1, d), state["key"])  # (B, H, T, D)
-        values = torch.where(here, v.view(b, h, 1, d), state["value"])  # (B, H, T, D)
-        att = (q.view(b, h, 1, d) @ keys.transpose(2, 3)) * (1.0 / math.sqrt(d))  # (B, H, 1, T)
-        att = att.masked_fill(slots > position, float("-inf")).softmax(dim=-1)  # (B, H, 1, T)
-        y = (att @ values).reshape(b, c)  # (B, H, 1, D) -> (B, C)
-        return self.proj(y), {"key": keys, "value": values}  # (B, C)
+        keys, values = state["key"], state["value"]  # (P, B, C) each
+        past = (q * keys).view(-1, b, h, d).sum(dim=3)  # (P, B, H) each head's score per entry
+        here = (q * k).view(1, b, h, d).sum(dim=3)  # (1, B, H)
+        scores = torch.cat([past, here]) * (1.0 / math.sqrt(d))  # (P + 1, B, H)
+        # softmax over the entries, written out: onnxruntime's Softmax on a leading axis
+        # transposes and costs several times these five small ops
+        att = (scores - scores.amax(dim=0)).exp()  # (P + 1, B, H)
+        att = (att / att.sum(dim=0))[..., None]  # (P + 1, B, H, 1)
+        y = (att[:-1] * values.view(-1, b, h, d)).sum(dim=0) + att[-1] * v.view(b, h, d)
+        y = y.reshape(b, c)  # (B, H, D) -> (B, C)
+        return self.proj(y), {"key": k, "value": v}  # (B, C)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, dropout={self.dropout}"

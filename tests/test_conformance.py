@@ -329,9 +329,10 @@ def test_a_stepped_layer_that_matches_its_forward_passes() -> None:
     ("stateless", "layer 'running_mean' fails the steps check: entry 1 (running_mean): stepping "
                   "through a sequence from its initial state differs from its forward at "
                   "position 1 (max difference"),
-    ("ones", "initial_state(8) must return a dict of zero tensors with the batch axis first"),
-    ("grows", "step at position 0 returned state {'sum': (8, 6), 'extra': (8, 6)}; it must keep "
-              "the names and shapes of initial_state, {'sum': (8, 6)}"),
+    ("ones", "initial_state(8) must return a dict of zero tensors, the batch axis first"),
+    ("grows", "step at position 0 returned state {'sum': (8, 6), 'extra': (8, 6)}; it must "
+              "return {'sum': (8, 6)}: the names of initial_state, the shape of each, and one "
+              "entry of each cache in state_caches"),
 ])
 def test_the_kit_catches_a_broken_step(broken: str, message: str) -> None:
     with pytest.raises(ConformanceError) as e:

@@ -24,7 +24,7 @@ from zoo.export.onnx import export_onnx
 from zoo.export.runtime import OnnxModel
 from zoo.registry import get_registry
 from zoo.rundir import open_run
-from zoo.sampling import sample
+from zoo.sampling import entries_so_far, sample, write_entries
 
 PRESETS = sorted(get_registry().presets)
 WINDOW = [p for p in PRESETS if model_kind(p, 27) == "window"]
@@ -110,13 +110,14 @@ def test_step_graph_matches_the_full_forward_at_every_position(preset: str,
         ids = rng.integers(0, run.vocab.size, (batch, run.spec.context))
         assert_close(stepped(ort_model, ids), run.model.numpy_logits(ids))
     reference = ReferenceEvaluator(onnx.load(path))
-    state = {f"past.{n}": a for (n, _), a in zip(ort_model.meta.state, ort_model.start(4),
-                                                 strict=True)}
+    names = [f"past.{name}" for name, _, _ in ort_model.meta.state]
+    state = ort_model.start(4)
     for t in range(3):  # a few positions of four words through the ONNX reference
-        out = reference.run(None, {"token": x[:4, t], "position": np.array(t), **state})
+        given = entries_so_far(state, ort_model.caches, t)
+        out = reference.run(None, {"token": x[:4, t], "position": np.array(t),
+                                   **dict(zip(names, given, strict=True))})
         assert_close(out[0], full[:4, t])
-        state = {f"past.{n}": a for (n, _), a in zip(ort_model.meta.state, out[1:],
-                                                     strict=True)}
+        state = write_entries(state, out[1:], ort_model.caches, t)
     options = {"vocab": run.vocab.chars, "context": run.spec.context, "n": 50, "seed": 3}
     words = sample(run.model.stepper(), **options)
     assert sample(ort_model, **options) == words
@@ -136,14 +137,18 @@ def test_step_file_is_single_checked_and_described(preset: str, exported: Export
     outputs = [(o.name, [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim])
                for o in proto.graph.output]
     run = open_run(run_dir)
+    past = [["past", "batch", *d[1:]] if cache else ["batch", *d] for _, d, cache in state]
     assert inputs == [("token", ["batch"]), ("position", []),
-                      *[(f"past.{n}", ["batch", *dims]) for n, dims in state]]
+                      *[(f"past.{n}", dims) for (n, _, _), dims in zip(state, past, strict=True)]]
     assert outputs == [("logits", ["batch", run.vocab.size]),
-                       *[(f"present.{n}", ["batch", *dims]) for n, dims in state]]
+                       *[(f"present.{n}", ["batch", *(d[1:] if cache else d)])
+                         for n, d, cache in state]]
     assert int(props["context"]) == run.spec.context == run.model.context
-    if "transformer" in preset:  # every attention layer carries a key and a value cache
-        heads = [n for n, _ in state if n.endswith(".key")]
-        assert len(heads) == 4 and all(dims[1] == run.spec.context for _, dims in state)
+    caches = [(n, d) for n, d, cache in state if cache]
+    if "transformer" in preset:  # every attention layer caches a key and a value per position
+        assert len(caches) == 8 and all(d == [run.spec.context, 64] for _, d in caches)
+    else:
+        assert caches == []
 
 
 def test_a_step_graph_refuses_the_window_path(exported: Exported) -> None:
@@ -273,7 +278,7 @@ def test_a_step_graph_that_does_not_match_its_state_is_one_line(exported: Export
     path = exported("makemore-transformer")[1]
     state = json.loads(OnnxModel.load(path).metadata["layerzoo.state"])
     more = _with_props(path, tmp_path / "more.onnx",
-                       **{"layerzoo.state": json.dumps([*state, ["99.key", [4, 16, 16]]])})
+                       **{"layerzoo.state": json.dumps([*state, ["99.key", [16, 64], True]])})
     fewer = _with_props(path, tmp_path / "fewer.onnx",
                         **{"layerzoo.state": json.dumps(state[1:])})
     broken = _with_props(path, tmp_path / "broken.onnx", **{"layerzoo.state": "[[1, 2]]"})

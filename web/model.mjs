@@ -56,28 +56,55 @@ export async function loadModel(base) {
 /**
  * A sequence model's step graph (layerzoo format 2): ``token`` [rows], ``position`` [] and
  * the state ``past.NAME`` in; ``logits`` [rows, V] and ``present.NAME`` out. model.json's
- * ``state`` lists each NAME with its shape without the batch axis; every state starts at 0.
+ * ``state`` lists each NAME with its dims (no batch axis) and whether it is a cache. A cache
+ * is kept as [T, rows, ...] (time first) and fed as its first ``position`` entries; the
+ * graph gives this position's entry, written at ``position``. Every other state tensor is
+ * [rows, ...] and replaced. Every state starts at zeros.
  */
 function stepModel(card, session) {
   const { vocab, context } = card;
-  const state = card.state.map(([name, dims]) => ({
-    name, dims, size: dims.reduce((a, b) => a * b, 1),
+  const layout = card.state.map(([name, dims, cache]) => {
+    const rest = (cache ? dims.slice(1) : dims);
+    return { name, cache, rest, width: rest.reduce((a, b) => a * b, 1), length: dims[0] };
+  });
+  const make = (rows) => layout.map(({ cache, width, length }) => ({
+    rows, data: new Float32Array(rows * width * (cache ? length : 1)),
   }));
   const stepper = {
-    start: (rows) => state.map(({ size }) => ({ data: new Float32Array(rows * size), size })),
-    async step(ids, current, position, rows) {
+    start: make,
+    async step(ids, state, position) {
+      const rows = ids.length;
       const feeds = {
         token: new ort.Tensor("int64", ids, [rows]),
         position: new ort.Tensor("int64", BigInt64Array.of(BigInt(position)), []),
       };
-      state.forEach(({ name, dims }, i) => {
-        feeds[`past.${name}`] = new ort.Tensor("float32", current[i].data, [rows, ...dims]);
+      layout.forEach(({ name, cache, rest, width }, i) => {
+        feeds[`past.${name}`] = cache
+          ? new ort.Tensor("float32", state[i].data.subarray(0, position * rows * width),
+            [position, rows, ...rest])
+          : new ort.Tensor("float32", state[i].data, [rows, ...rest]);
       });
       const result = await session.run(feeds);
-      return {
-        logits: result.logits.data,
-        state: state.map(({ name, size }) => ({ data: result[`present.${name}`].data, size })),
-      };
+      const next = layout.map(({ name, cache, width }, i) => {
+        const entry = result[`present.${name}`].data;
+        if (!cache) return { rows, data: entry };
+        state[i].data.set(entry, position * rows * width); // entry `position`, in place
+        return state[i];
+      });
+      return { logits: result.logits.data, state: next };
+    },
+    keep(state, kept) {
+      const fresh = make(kept.length);
+      layout.forEach(({ cache, width, length }, i) => {
+        const { rows, data } = state[i];
+        for (let t = 0; t < (cache ? length : 1); t++) {
+          kept.forEach((r, j) => {
+            const from = (t * rows + r) * width;
+            fresh[i].data.set(data.subarray(from, from + width), (t * kept.length + j) * width);
+          });
+        }
+      });
+      return fresh;
     },
   };
   return {

@@ -116,9 +116,9 @@ export async function sample(logitsFn, options) {
  * positions the prefix, each later one the id drawn before it. A word ends at '.', at
  * ``maxLength`` characters, or when the context's T positions are used.
  *
- * ``stepper.start(rows)`` gives the zero state (an array of ``{ data: Float32Array, size }``,
- * ``size`` floats per row); ``stepper.step(ids, state, position, rows)`` resolves to
- * ``{ logits, state }`` for the BigInt64Array ``ids`` (rows).
+ * ``stepper.start(rows)`` gives the zero state; ``stepper.step(ids, state, position)``
+ * resolves to ``{ logits, state }`` for the BigInt64Array ``ids`` (one per row); and
+ * ``stepper.keep(state, rows)`` keeps the state of the rows ``rows`` (indices) only.
  */
 export async function sampleSteps(stepper, options) {
   const o = settings(options);
@@ -139,34 +139,37 @@ export async function sampleSteps(stepper, options) {
   let state = stepper.start(words.length);
   let ids = new BigInt64Array(words.length); // position 0 takes '.'
   for (let p = 0; p < prefixIds.length; p++) {
-    ({ state } = await stepper.step(ids, state, p, words.length));
+    ({ state } = await stepper.step(ids, state, p));
     ids = new BigInt64Array(words.length).fill(BigInt(prefixIds[p]));
   }
-  let active = steps > 0 ? words : [];
-  for (let s = 0; s < steps && active.length; s++) {
-    const out = await stepper.step(ids, state, prefixIds.length + s, active.length);
-    if (out.logits.length !== active.length * V) {
-      throw new Error(`the model returned ${out.logits.length} logits for ${active.length} `
-        + `sequences; expected ${active.length * V} for a ${V}-symbol vocabulary`);
+  // as zoo.sampling steps them: a word that ends keeps its row (computed, ignored) until fewer
+  // than half the rows grow, then the state is cut to those rows; an int8 file's activations
+  // are quantised over the whole batch, so both samplers keep the same rows to give the same
+  // words
+  let batch = words.map((_, w) => w); // the word of each row
+  let growing = batch.map(() => steps > 0);
+  for (let s = 0; s < steps && growing.some(Boolean); s++) {
+    const out = await stepper.step(ids, state, prefixIds.length + s);
+    if (out.logits.length !== batch.length * V) {
+      throw new Error(`the model returned ${out.logits.length} logits for ${batch.length} `
+        + `sequences; expected ${batch.length * V} for a ${V}-symbol vocabulary`);
     }
-    const kept = []; // rows still growing: their state goes on, their id is the next input
-    const next = [];
-    active.forEach((word, r) => {
-      const id = pick(out.logits.subarray(r * V, (r + 1) * V), uniform(word.key, s),
+    state = out.state;
+    batch.forEach((w, r) => {
+      if (!growing[r]) return;
+      const id = pick(out.logits.subarray(r * V, (r + 1) * V), uniform(words[w].key, s),
         o.temperature, k);
-      if (id !== 0) {
-        word.drawn.push(id);
-        kept.push(r);
-        next.push(BigInt(id));
-      }
+      ids[r] = BigInt(id);
+      if (id === 0) growing[r] = false;
+      else words[w].drawn.push(id);
     });
-    active = kept.map((r) => active[r]);
-    ids = BigInt64Array.from(next);
-    state = out.state.map(({ data, size }) => {
-      const rows = new Float32Array(kept.length * size);
-      kept.forEach((r, i) => rows.set(data.subarray(r * size, (r + 1) * size), i * size));
-      return { data: rows, size };
-    });
+    const kept = batch.flatMap((_, r) => (growing[r] ? [r] : []));
+    if (kept.length * 2 < batch.length) {
+      state = stepper.keep(state, kept);
+      batch = kept.map((r) => batch[r]);
+      ids = BigInt64Array.from(kept, (r) => ids[r]);
+      growing = kept.map(() => true);
+    }
   }
   return words.map((word) => o.prefix + word.drawn.map((id) => o.vocab[id]).join(""));
 }

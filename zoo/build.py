@@ -28,10 +28,11 @@ from zoo.data import AUTO, auto_context, default_words_file, read_words
 from zoo.errors import ShapeError, SpecError, ZooError
 from zoo.layer import Place, Shape
 from zoo.registry import Registry, get_registry
+from zoo.sampling import entries_so_far, write_entries
 from zoo.spec import Entry, Spec, expand, load_spec
 
 __all__ = ["Model", "SummaryRow", "build_model", "block_edges", "max_params", "MAX_PARAMS",
-           "model_kind", "WINDOW", "SEQUENCE"]
+           "model_kind", "so_far", "written", "WINDOW", "SEQUENCE"]
 
 WINDOW, SEQUENCE = "window", "sequence"  # what Model.kind says
 
@@ -129,6 +130,16 @@ class Model(nn.Module):
         """One position of every sequence: ids int64 ``[B]`` at index ``position`` (a 0-d int64
         tensor) and the state so far -> logits ``[B, V]`` for the next id, and the new state.
         Stepping through a sequence gives the full forward's logits at every position."""
+        given = [so_far(s, self.caches(i), position) for i, s in enumerate(state)]
+        logits, updates = self.step_updates(ids, given, position)
+        return logits, [written(old, new, self.caches(i), position)
+                        for i, (old, new) in enumerate(zip(state, updates, strict=True))]
+
+    def step_updates(self, ids: torch.Tensor, state: State,
+                     position: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """``step`` as the step graph computes it: a layer's cache (``caches``) is given as its
+        entries before ``position`` and comes back as this position's entry alone, for the
+        caller to write; every other state tensor is given whole and replaced."""
         x, saved, new = ids, [], []  # (B,) int64; inputs of the open residual blocks
         for entry, layer, s, (opened, closed) in zip(self.entries, self.layers, state,
                                                       self.edges, strict=True):
@@ -136,11 +147,16 @@ class Model(nn.Module):
             if entry.layer.incremental == "state":
                 x, s = layer.step(x, s, position)  # (B, C)
             else:  # acts on each position alone: its forward on one position is its step
-                x = layer(x[:, None])[:, 0]  # (B, C)
+                x = layer(x)  # (B, C)
             new.append(s)
             for _ in range(closed):
                 x = saved.pop() + x
         return x, new  # (B, V)
+
+    def caches(self, index: int) -> frozenset[str]:
+        """Layer ``index``'s caches: state tensors with one entry per position, time first
+        (``[T, B, ...]``), to which each step adds its own; every other one it replaces."""
+        return frozenset(getattr(self.layers[index], "state_caches", None) or ())
 
     def summary(self) -> list[SummaryRow]:
         """Each layer with its output shape (batch left out) and parameter count; a residual
@@ -192,6 +208,21 @@ class Model(nn.Module):
         return table
 
 
+def so_far(state: dict[str, torch.Tensor], caches: frozenset[str],
+           position: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A layer's state as its step takes it: each cache cut to its entries before
+    ``position``."""
+    return {name: t[:int(position)] if name in caches else t for name, t in state.items()}
+
+
+def written(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor], caches: frozenset[str],
+            position: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A layer's state after a step: ``new`` where it replaces a tensor; for a cache, ``old``
+    with entry ``position`` set to the step's."""
+    return {name: old[name].index_copy(0, position.view(1), value[None])
+            if name in caches else value for name, value in new.items()}
+
+
 _MODE = threading.Lock()  # the sampler calls from two threads: one mode switch at a time
 
 
@@ -209,11 +240,14 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
 
 
 class TorchStepper:
-    """``Model.step`` for the sampler: the state as a flat list of numpy arrays."""
+    """``Model.step`` for the sampler, as the step graph runs: the state a flat list of numpy
+    arrays, each cache's new entry written in place (``zoo.sampling.write_entries``)."""
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.layout = [list(s) for s in model.initial_state(1)]  # state names per layer
+        self.caches = [name in model.caches(i) for i, names in enumerate(self.layout)
+                       for name in names]  # per flat state tensor: whether it is a cache
 
     def start(self, rows: int) -> list[np.ndarray]:
         with _evaluating(self.model):
@@ -221,19 +255,23 @@ class TorchStepper:
 
     def step(self, ids: np.ndarray, state: list[np.ndarray],
              position: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        flat = iter(state)
+        flat = iter(entries_so_far(state, self.caches, position))
         nested = [{name: torch.from_numpy(next(flat)) for name in names}
                   for names in self.layout]
         with _evaluating(self.model):
-            logits, new = self.model.step(torch.from_numpy(np.ascontiguousarray(ids, np.int64)),
-                                          nested, torch.tensor(position))  # (A, V)
-        return logits.numpy(), [t.numpy() for s in new for t in s.values()]
+            logits, new = self.model.step_updates(
+                torch.from_numpy(np.ascontiguousarray(ids, np.int64)), nested,
+                torch.tensor(position))  # (A, V)
+            updates = [t.numpy() for s in new for t in s.values()]
+        return logits.numpy(), write_entries(state, updates, self.caches, position)
 
 
 class Recompute:
     """A sequence model stepped by its full forward: the state is the ids so far ``[A, T]``,
     and each position runs every position before it again (the reference the step forms are
     checked against)."""
+
+    caches = [False]  # one state tensor, the ids, batch first
 
     def __init__(self, model: Model) -> None:
         self.model = model

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.build import Model, build_model
+from zoo.build import Model, build_model, so_far, written
 from zoo.layer import LayerType
 from zoo.registry import Registry
 
@@ -242,25 +242,32 @@ def _steps(layer: LayerType, module: nn.Module, label: str,
     """The outputs of stepping ``module`` through ``h`` position by position, and of each
     position stepped alone from the initial state."""
     if layer.incremental == "position":
-        out = [module(h[:, t:t + 1])[:, 0] for t in range(h.shape[1])]
+        out = [module(h[:, t]) for t in range(h.shape[1])]  # one position: (B, C) or ids (B,)
         return out, out
     start = module.initial_state(len(h))
+    caches = frozenset(getattr(module, "state_caches", None) or ())
+    batch_axis = {k: 1 if k in caches else 0 for k in start}
     if not isinstance(start, dict) or not all(
-            isinstance(v, torch.Tensor) and v.shape[:1] == (len(h),) and not v.any()
-            for v in start.values()):
+            isinstance(v, torch.Tensor) and v.dim() > batch_axis[k]
+            and v.shape[batch_axis[k]] == len(h) and not v.any() for k, v in start.items()):
         fail(layer, "steps", f"{label}: initial_state({len(h)}) must return a dict of zero "
-             f"tensors with the batch axis first (the step graph starts every state at 0)")
+             f"tensors, the batch axis first ([{len(h)}, ...]) or, for a cache in "
+             f"state_caches, second ([T, {len(h)}, ...]): the step graph starts every state "
+             "at 0")
+    want = {k: tuple(v.shape[1:] if k in caches else v.shape) for k, v in start.items()}
     state, out, fresh = start, [], []
     for t in range(h.shape[1]):
         position = torch.tensor(t)
-        y, new = module.step(h[:, t], state, position)
-        if set(new) != set(start) or any(new[k].shape != start[k].shape for k in start):
-            fail(layer, "steps", f"{label}: step at position {t} returned state "
-                 f"{ {k: tuple(v.shape) for k, v in new.items()} }; it must keep the names and "
-                 f"shapes of initial_state, { {k: tuple(v.shape) for k, v in start.items()} }")
+        y, new = module.step(h[:, t], so_far(state, caches, position), position)
+        got = {k: tuple(v.shape) for k, v in new.items()}
+        if got != want:
+            fail(layer, "steps", f"{label}: step at position {t} returned state {got}; it must "
+                 f"return {want}: the names of initial_state, the shape of each, and one "
+                 "entry of each cache in state_caches")
         out.append(y)
-        fresh.append(module.step(h[:, t], module.initial_state(len(h)), position)[0])
-        state = new
+        alone = so_far(module.initial_state(len(h)), caches, position)
+        fresh.append(module.step(h[:, t], alone, position)[0])
+        state = written(state, new, caches, position)
     return out, fresh
 
 

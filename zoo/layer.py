@@ -63,11 +63,15 @@ class LayerType:
     inputs at times <= t (the conformance kit checks it); a sequence model (output
     ``[B, T, V]``) may hold only causal layers. ``incremental`` says how a causal layer runs one
     position at a time, for the step graph a sequence model exports: ``"position"`` for a layer
-    that acts on each position alone (its forward on ``[B, 1, C]`` is its step), ``"state"`` for
+    that acts on each position alone (its forward on one position, ``[B, C]``, or the ids
+    ``[B]`` of a layer that takes tokens, is its step), ``"state"`` for
     one whose module implements ``initial_state(batch) -> dict[str, Tensor]`` and
     ``step(x_t, state, position) -> (y_t, state)`` (``x_t`` is ``[B, C]``, or the ids ``[B]`` of a
     layer that takes tokens; ``position`` the int64 index t as a 0-d tensor; every state tensor
-    keeps its shape from step to step). ``reduction`` declares a layer that
+    starts at zeros and keeps its shape from step to step). A tensor with one entry per
+    position (attention's keys) is a cache: named in the module's ``state_caches``, it is
+    ``[T, B, ...]`` in ``initial_state``, ``step`` gets its entries before t and returns only
+    entry t, ``[B, ...]``. ``reduction`` declares a layer that
     turns a sequence ``[B, T, C]`` into features ``[B, C']``; the builder lists such layers
     when a model's output still has a time axis.
     ``onnx_translation`` is needed only when the module uses ops the ONNX exporter cannot

@@ -58,8 +58,8 @@ import numpy as np
 from zoo.data import BOUNDARY, Vocab  # '.' (vocab[0]) ends a word and pads contexts
 from zoo.errors import ArtifactError, SpecError
 
-__all__ = ["sample", "sample_text", "uniforms", "pick", "LogitsFn", "Stepper", "BOUNDARY",
-           "MAX_SEED"]
+__all__ = ["sample", "sample_text", "uniforms", "pick", "entries_so_far", "write_entries",
+           "keep_rows", "LogitsFn", "Stepper", "BOUNDARY", "MAX_SEED"]
 
 MAX_SEED = 2**64  # seeds and word indices are uint64
 WORKERS = 2  # chunks growing at once (threads): the model of one overlaps the numpy of another
@@ -77,12 +77,41 @@ LogitsFn = Callable[[np.ndarray], np.ndarray]
 class Stepper(Protocol):
     """A sequence model run one position at a time (numpy in, numpy out)."""
 
+    caches: Sequence[bool]  # per state tensor: a cache [T, B, ...] (time first), or [B, ...]
+
     def start(self, rows: int) -> list[np.ndarray]:
-        """The state before position 0 for ``rows`` sequences: arrays, batch axis first."""
+        """The state before position 0 for ``rows`` sequences: zero arrays."""
 
     def step(self, ids: np.ndarray, state: list[np.ndarray],
              position: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """ids int64 [A] at ``position`` and the state -> logits [A, V] and the new state."""
+        """ids int64 [A] at ``position`` and the state -> logits [A, V] and the state for the
+        next position (a cache of ``state`` may be written in place: use only the new one)."""
+
+
+def entries_so_far(state: list[np.ndarray], caches: Sequence[bool],
+                   position: int) -> list[np.ndarray]:
+    """The state as a step takes it: each cache cut to its entries before ``position`` (a
+    view: caches are time first, so the cut is contiguous)."""
+    return [a[:position] if cache else a for a, cache in zip(state, caches, strict=True)]
+
+
+def write_entries(state: list[np.ndarray], updates: list[np.ndarray], caches: Sequence[bool],
+                  position: int) -> list[np.ndarray]:
+    """The state after a step: each update replaces its tensor, or, for a cache, is its entry
+    ``position``, written in place (nothing else is copied)."""
+    out = []
+    for old, new, cache in zip(state, updates, caches, strict=True):
+        if cache:
+            old[position] = new  # (B, ...) into (T, B, ...)
+            new = old
+        out.append(new)
+    return out
+
+
+def keep_rows(state: list[np.ndarray], rows: np.ndarray,
+              caches: Sequence[bool]) -> list[np.ndarray]:
+    """The state of the batch rows ``rows`` only (the batch axis is 1 in a cache, else 0)."""
+    return [a[:, rows] if cache else a[rows] for a, cache in zip(state, caches, strict=True)]
 
 
 def sample(logits_fn: LogitsFn | Stepper, *, vocab: Sequence[str], context: int, n: int,
@@ -232,7 +261,13 @@ def _is_stepper(model: object) -> bool:
 def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int, context: int,
                 max_length: int, temperature: float, k: int) -> np.ndarray:
     """The drawn ids of one chunk of words (rows, S), stepping a sequence model: each
-    position's ids go in once, with the state the earlier ones left."""
+    position's ids go in once, with the state the earlier ones left.
+
+    A word that ends keeps its row in the batch (its logits are computed and ignored) until
+    fewer than half the rows are growing: then the state is compacted to those rows. Copying a
+    cache on every step that a word ends would cost more than the rows it saves. The web
+    sampler keeps the same rows: an int8 file quantises its activations over the whole batch,
+    so the same words need the same batches."""
     rows = len(keys)
     steps = min(max_length, context) - len(begin)  # a word holds at most T characters
     grown = np.zeros((rows, steps), np.int64)  # (R, S) drawn ids, 0 once a word ended
@@ -241,17 +276,22 @@ def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int,
     for position, given in enumerate(begin):  # the prefix: fed, not drawn
         state = stepper.step(ids, state, position)[1]
         ids = np.full(rows, given, np.int64)
-    active = np.arange(rows)  # (A,) rows still growing; state and ids hold only theirs
+    batch = np.arange(rows)  # (B,) the word of each row of the batch
+    growing = np.ones(rows, bool)  # (B,) whether that word is still growing
     drawn = 0
-    while drawn < steps and len(active):
+    while drawn < steps and growing.any():
         logits, state = stepper.step(ids, state, len(begin) + drawn)
-        nxt = _pick(_checked(logits, len(active), size), _uniforms(keys[active], drawn),
-                    temperature, k)  # (A,)
-        grown[active, drawn] = nxt
-        going = nxt != 0
-        active, ids = active[going], nxt[going]
-        state = [a[going] for a in state]
+        logits = _checked(logits, len(batch), size)
+        live = np.flatnonzero(growing)  # rows of the batch to draw for
+        nxt = _pick(logits[live], _uniforms(keys[batch[live]], drawn), temperature, k)
+        grown[batch[live], drawn] = nxt
+        ids[live] = nxt
+        growing[live] = nxt != 0
         drawn += 1
+        if growing.sum() * 2 < len(batch):
+            keep = np.flatnonzero(growing)
+            batch, ids, growing = batch[keep], ids[keep], growing[keep]
+            state = keep_rows(state, keep, stepper.caches)
     return grown[:, :drawn]
 
 
