@@ -34,7 +34,7 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "names
 def chars_per_second(model: OnnxModel, n: int) -> float:
     """Characters (the closing '.' counted as its newline) per second of sampling n words."""
     start = time.perf_counter()
-    chars = sum(len(text) for text in sample_text(model.logits, vocab=model.vocab,
+    chars = sum(len(text) for text in sample_text(model.sampling_model(), vocab=model.vocab,
                                                   context=model.context, n=n, seed=0))
     return chars / (time.perf_counter() - start)
 
