@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.build import Model, build_model, so_far, written
+from zoo.build import Model, build_model
 from zoo.layer import LayerType
 from zoo.registry import Registry
+from zoo.steps import so_far, written
 
 __all__ = ["ConformanceError", "ConformanceWarning", "ONNX_ATOL", "ONNX_RTOL", "check_shapes",
            "check_threads",
