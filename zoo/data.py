@@ -11,6 +11,7 @@ onnxruntime side uses Vocab too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -259,11 +260,6 @@ class Dataset:
     splits: dict[str, Windows | Sequences]  # "train" | "val" | "test"
     words: dict[str, int]  # words per split
 
-    @property
-    def sequence(self) -> bool:
-        """Whether the examples are whole words (a sequence model's) rather than windows."""
-        return isinstance(self.splits["train"], Sequences)
-
 
 @dataclass(frozen=True)
 class Corpus:
@@ -281,10 +277,15 @@ class Corpus:
         words, digest, lines = _read(path)
         return cls(path, words, lines, digest)
 
+    @functools.cached_property
+    def vocab(self) -> Vocab:
+        """The file's vocabulary ('.' and its sorted characters)."""
+        return Vocab.from_words(self.words)
+
     def context(self, context: int | str) -> int:
         """A sequence model's context for this file: ``"auto"`` is the longest word + 1; a
         number is checked to hold every word with its start token (DataError naming the
-        line of the first word that does not fit)."""
+        line of the longest word when it does not fit)."""
         if context == AUTO:
             return auto_context(self.words)
         longest = max(range(len(self.words)), key=lambda i: len(self.words[i]))
@@ -308,8 +309,7 @@ def load_dataset(path: str | Path | None, context: int | str, seed: int, *,
 def make_dataset(corpus: Corpus, context: int | str, seed: int, *,
                  sequence: bool = False) -> Dataset:
     """A read words file split and made into windows (or, with ``sequence``, whole words)."""
-    words, path = corpus.words, corpus.path
-    vocab = Vocab.from_words(words)
+    words, path, vocab = corpus.words, corpus.path, corpus.vocab
     if sequence:
         context = corpus.context(context)
     try:

@@ -221,7 +221,7 @@ def _dataset(spec: Spec, corpus: Corpus, seed: int,
     auto = spec.context == AUTO
     if auto:
         spec = dataclasses.replace(spec, context=corpus.context(AUTO))
-    kind = model_kind(spec, Vocab.from_words(corpus.words).size, registry=registry)
+    kind = model_kind(spec, corpus.vocab.size, registry=registry)
     if auto and kind != SEQUENCE:
         raise SpecError("model.context = 'auto' (the longest word + 1) is for sequence models, "
                         "which predict at every position; this is a window model (its logits "
