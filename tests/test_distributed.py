@@ -105,6 +105,27 @@ def test_torchrun_two_processes_give_the_weights_of_one(tmp_path, tiny_words):
     assert meta["metrics"]["val_loss"] == pytest.approx(one.metrics["val_loss"], abs=1e-4)
 
 
+def test_a_sequence_model_on_two_processes_gives_the_weights_of_one(tmp_path, tiny_words):
+    """Each word is one example: the ranks' slices hold different numbers of characters, and
+    the loss is still the mean per character of the whole batch."""
+    spec = tmp_path / "seq.json"
+    spec.write_text(json.dumps({"model": {"context": "auto", "layers": [
+        {"type": "embedding", "dim": 8}, {"type": "gru", "hidden": 16}, "linear"]},
+        "train": {"steps": 30, "batch_size": 16, "eval_every": 15}}), encoding="utf-8")
+    one = train(str(spec), data=tiny_words, out=tmp_path / "one", progress=False,
+                device="cpu")
+    proc = zoo("train", str(spec), "--data", str(tiny_words), "--out", str(tmp_path / "two"),
+               "--samples", "0", "--device", "cpu",
+               launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                         "2"])
+    code, _, err = finish(proc)
+    assert code == 0, err
+    assert max_diff(one.path, tmp_path / "two") < 1e-5
+    meta = json.loads((tmp_path / "two" / rundir.META).read_text(encoding="utf-8"))
+    assert meta["kind"] == "sequence" and meta["step"] == 30
+    assert meta["metrics"]["val_loss"] == pytest.approx(one.metrics["val_loss"], abs=1e-4)
+
+
 # -- stopping: Ctrl-C, resume, a dying rank ------------------------------------------------
 
 

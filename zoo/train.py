@@ -100,8 +100,15 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     """One optimizer step on one batch; returns the loss, or NaN/inf without stepping.
 
     With ``sync`` the loss is the mean over every rank's slice, so all ranks skip together.
+    A sequence model's slices hold different numbers of target positions, so there each rank
+    divides its sum by the mean count over the ranks: DDP's average of the ranks' gradients is
+    then the gradient of the global batch's mean per character, as in one process.
     """
-    loss = objective(model(x), y)
+    logits = model(x)
+    if sync is not None and sync.world.distributed and y.dim() == 2:
+        loss = objective(logits, y, "sum") / sync.mean((y != IGNORE).sum().to(logits.dtype))
+    else:
+        loss = objective(logits, y)
     value = (loss if sync is None else sync.mean(loss)).item()
     if not math.isfinite(value):
         return value  # leave the weights as they were: the last good state survives
