@@ -19,7 +19,9 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from zoo import atomic
 from zoo.errors import ArtifactError
@@ -83,7 +85,22 @@ def _quantize(src: Path, pre: Path, out: Path) -> None:
     # other logits there than on VNNI CPUs or in onnxruntime-web (up to 0.5 apart on a tiny
     # mlp-bn); u8u8 is exact integer arithmetic everywhere, so every backend gives the same words
     quantize_dynamic(pre, out, per_channel=PER_CHANNEL, weight_type=QuantType.QUInt8,
+                     nodes_to_exclude=_routings(onnx.load(pre, load_external_data=False)),
                      extra_options={"MatMulConstBOnly": True})
+
+
+def _routings(proto: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul nodes whose constant matrix holds only zeros and ones: it routes
+    values (attention's step spreads each head's weight over the head's features) and is no
+    learned weight, so it stays fp32 rather than rounding the activations it routes."""
+    zero_one = {init.name for init in proto.graph.initializer
+                if _zero_one(numpy_helper.to_array(init))}
+    return [node.name for node in proto.graph.node
+            if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in zero_one]
+
+
+def _zero_one(a: np.ndarray) -> bool:
+    return a.ndim == 2 and a.size > 1 and a.dtype.kind == "f" and bool(np.isin(a, (0, 1)).all())
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ Its step form keeps the keys and values of the positions so far in two caches
 returns only its own key and value, which the caller writes at entry t: nothing is recomputed
 or copied, and only the positions so far are read. A step's attention is elementwise products
 and sums over a head's D features (no matrix product with a batch of B * H tiny matrices,
-which onnxruntime runs slowly, and nothing a quantiser would turn into int8).
+which onnxruntime runs slowly); each head's weights are spread over its features by a product
+with a 0/1 matrix, which the int8 quantiser leaves in fp32 (it routes, it is not learned).
 """
 
 from __future__ import annotations
@@ -66,7 +67,11 @@ class CausalSelfAttention(nn.Module):
         (P, B, C) -> (B, C), and this position's key and value (B, C)."""
         b, c = x.shape
         h, d = self.heads, c // self.heads
-        q, k, v = self.qkv(x).split(c, dim=1)  # 3 x (B, C)
+        # three products with row blocks of the fused weight (blocks of a constant are cut once,
+        # when onnxruntime loads the file) rather than one product and a copy of its columns
+        w, bias = self.qkv.weight, self.qkv.bias
+        q, k, v = (F.linear(x, w[i * c:(i + 1) * c], None if bias is None else
+                            bias[i * c:(i + 1) * c]) for i in range(3))  # 3 x (B, C)
         keys, values = state["key"], state["value"]  # (P, B, C) each
         past = (q * keys).view(-1, b, h, d).sum(dim=3)  # (P, B, H) each head's score per entry
         here = (q * k).view(1, b, h, d).sum(dim=3)  # (1, B, H)
@@ -74,13 +79,23 @@ class CausalSelfAttention(nn.Module):
         # softmax over the entries, written out: onnxruntime's Softmax on a leading axis
         # transposes and costs several times these five small ops
         att = (scores - scores.amax(dim=0)).exp()  # (P + 1, B, H)
-        att = (att / att.sum(dim=0))[..., None]  # (P + 1, B, H, 1)
-        y = (att[:-1] * values.view(-1, b, h, d)).sum(dim=0) + att[-1] * v.view(b, h, d)
-        y = y.reshape(b, c)  # (B, H, D) -> (B, C)
+        att = att / att.sum(dim=0)  # (P + 1, B, H)
+        spread = _spread(h, d, x)  # (H, C): each head's weight over its D features
+        weighted = ((att[:-1] @ spread) * values).reshape(-1, b * c)  # (P, B * C)
+        # the sum over entries as a product with ones: onnxruntime's ReduceSum over a leading
+        # axis runs several times slower than this one-row MatMul
+        y = (x.new_ones(1, weighted.shape[0]) @ weighted).view(b, c)  # (B, C)
+        y = y + (att[-1] @ spread) * v  # (B, C)
         return self.proj(y), {"key": k, "value": v}  # (B, C)
 
     def extra_repr(self) -> str:
         return f"heads={self.heads}, dropout={self.dropout}"
+
+
+def _spread(heads: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    """(H, H * D) zeros and ones: row h is one over head h's D features."""
+    columns = torch.arange(heads * size, device=like.device) // size
+    return (columns == torch.arange(heads, device=like.device)[:, None]).to(like.dtype)
 
 
 @dataclass(frozen=True)

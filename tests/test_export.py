@@ -160,6 +160,24 @@ def test_a_step_graph_refuses_the_window_path(exported: Exported) -> None:
                             "or sample()")
 
 
+def test_a_step_refuses_state_it_cannot_write_into(exported: Exported) -> None:
+    """onnxruntime writes a cache's new entry straight into the given array: one that is not
+    the float32 array start() makes is refused before anything is written."""
+    model = OnnxModel.load(exported("makemore-transformer")[1])
+    ids = np.zeros(3, np.int64)
+    good = model.start(3)
+    name = model.meta.state[0][0]
+    for bad, got in [(good[0].astype(np.float64), "float64"), (good[0][:, :2], "float32"),
+                     (np.asfortranarray(good[0]), "float32"), (good[0].tolist(), "list")]:
+        with pytest.raises(ArtifactError) as e:
+            model.step(ids, [bad, *good[1:]], 0)
+        assert str(e.value).startswith(f"state {name!r} must be a writable contiguous "
+                                       "float32 array"), str(e.value)
+        assert got in str(e.value)
+    logits, state = model.step(ids, good, 0)
+    assert logits.shape == (3, len(model.vocab)) and state[0] is good[0]  # written in place
+
+
 def test_check_reports_sequence_parity(exported: Exported) -> None:
     run_dir, path = exported("makemore-transformer")
     result = check(run_dir, path, samples=30)
@@ -303,3 +321,18 @@ def test_int8_step_graphs_keep_the_loss(preset: str, exported: Exported, cli) ->
     assert OnnxModel.load(int8).meta.step and OnnxModel.load(int8).quantized == "int8-dynamic"
     report = check(run_dir, int8)
     assert report.ok and abs(report.loss_drift) < 0.01
+    # every learned product is quantised; a 0/1 matrix that only routes values stays fp32
+    fp32, quantised = onnx.load(run_dir / "model.onnx"), onnx.load(int8)
+    weights = {t.name for t in fp32.graph.initializer}
+    learned = [n for n in fp32.graph.node if n.op_type == "Gemm" or (
+        n.op_type == "MatMul" and n.input[1] in weights and not _zero_one(fp32, n.input[1]))]
+    assert [n.op_type for n in quantised.graph.node].count("MatMulInteger") == len(learned)
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in quantised.graph.initializer}
+    for node in quantised.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in constants:
+            assert set(np.unique(constants[node.input[1]])) <= {0.0, 1.0}, node.name
+
+
+def _zero_one(proto: onnx.ModelProto, name: str) -> bool:
+    (tensor,) = [t for t in proto.graph.initializer if t.name == name]
+    return set(np.unique(onnx.numpy_helper.to_array(tensor))) <= {0.0, 1.0}
