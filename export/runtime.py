@@ -31,7 +31,7 @@ from zoo.export.contract import (
     present_name,
     read_metadata,
 )
-from zoo.sampling import entries_so_far, sample, write_entries
+from zoo.sampling import entries_so_far, sample
 
 __all__ = ["OnnxModel", "external_tensors"]
 
@@ -64,10 +64,14 @@ class OnnxModel:
     (``logits``, format 1), or a sequence model's step graph (``start`` and ``step``, format
     2). ``sample`` drives either."""
 
-    def __init__(self, session: ort.InferenceSession, path: Path, meta: Metadata) -> None:
+    def __init__(self, session: ort.InferenceSession, path: Path, meta: Metadata,
+                 data: bytes, threads: int | None) -> None:
         self.session = session
         self.path = path
         self.meta = meta
+        self.threads = threads  # onnxruntime's intra-op threads per call (None: one per core)
+        self._data = data
+        self._sampler: OnnxModel | None = None
         self.vocab = meta.vocab
         self.context = meta.context
         self.metadata = meta.props  # every metadata_prop, as stored
@@ -77,8 +81,9 @@ class OnnxModel:
         self.caches = [cache for _, _, cache in meta.state]
 
     @classmethod
-    def load(cls, path: str | Path) -> OnnxModel:
-        """Read, check and open ``path``; ArtifactError (one line) for anything unusable."""
+    def load(cls, path: str | Path, *, threads: int | None = None) -> OnnxModel:
+        """Read, check and open ``path``; ArtifactError (one line) for anything unusable.
+        ``threads``: onnxruntime's intra-op threads per call (None: one per core)."""
         path = Path(path)
         data = _read(path)
         external = external_tensors(data, path)
@@ -86,17 +91,10 @@ class OnnxModel:
             raise ArtifactError(f"{path} refers to external data ({', '.join(external[:3])}); "
                                 "layerzoo files are self-contained and it will not read other "
                                 "files; re-export it with `zoo export`")
-        options = ort.SessionOptions()
-        options.log_severity_level = 4  # failures become ArtifactError; no stderr chatter
-        # idle worker threads would otherwise busy-wait after each call, starving the caller
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime's errors share no base class
-            raise ArtifactError(f"{path} is not a valid ONNX model: {_first_line(e)}") from None
+        session = _session(data, threads, path)
         meta = read_metadata(session.get_modelmeta().custom_metadata_map, path)
         check_signature(session.get_inputs(), session.get_outputs(), path, meta)
-        return cls(session, path, meta)
+        return cls(session, path, meta, data, threads)
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -160,24 +158,69 @@ class OnnxModel:
         if x.size and (x.min() < 0 or x.max() >= len(self.vocab)):
             raise ArtifactError(f"token ids must be in [0, {len(self.vocab) - 1}], got "
                                 f"{int(x.min())}..{int(x.max())}")
-        feeds = {TOKEN: x, POSITION: np.array(position, np.int64),
-                 **dict(zip(self.state_names, entries_so_far(state, self.caches, position),
-                            strict=True))}
+        for array, (name, dims, cache) in zip(state, self.meta.state, strict=True):
+            want = (dims[0], len(x), *dims[1:]) if cache else (len(x), *dims)
+            if not (isinstance(array, np.ndarray) and array.dtype == np.float32
+                    and array.shape == want and array.flags.c_contiguous
+                    and array.flags.writeable):
+                got = (f"{array.dtype} {list(array.shape)}" if isinstance(array, np.ndarray)
+                       else type(array).__name__)
+                raise ArtifactError(f"state {name!r} must be a writable contiguous float32 "
+                                    f"array {list(want)} (as start() makes it), got {got}")
+        # bound to numpy buffers: onnxruntime reads the entries so far where they lie and
+        # writes each cache's new entry straight into it (entry ``position``)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(TOKEN, x)
+        binding.bind_cpu_input(POSITION, np.array(position, np.int64))
+        for name, given in zip(self.state_names, entries_so_far(state, self.caches, position),
+                               strict=True):
+            binding.bind_cpu_input(name, np.ascontiguousarray(given))
+        logits = np.empty((len(x), len(self.vocab)), np.float32)  # (A, V)
+        outputs = [logits]
+        for old, cache in zip(state, self.caches, strict=True):
+            outputs.append(old[position] if cache else np.empty((len(x), *old.shape[1:]),
+                                                                np.float32))
+        for name, out in zip(self.present_names, outputs, strict=True):
+            binding.bind_output(name, "cpu", 0, np.float32, out.shape, out.ctypes.data)
         try:
-            logits, *new = self.session.run(self.present_names, feeds)  # (A, V), state
+            self.session.run_with_iobinding(binding)
         except Exception as e:  # onnxruntime's errors share no base class
             raise ArtifactError(f"{self.path}: onnxruntime failed to run the model: "
                                 f"{_first_line(e)}") from None
-        return logits, write_entries(state, new, self.caches, position)
+        new = [old if cache else out
+               for old, out, cache in zip(state, outputs[1:], self.caches, strict=True)]
+        return logits, new
 
     def sample(self, n: int, **options: Any) -> list[str]:
         """``zoo.sampling.sample`` over this model (same seed, same words as torch)."""
         return sample(self.sampling_model(), vocab=self.vocab, context=self.context, n=n, **options)
 
     def sampling_model(self) -> Any:
-        """What ``zoo.sampling.sample`` takes for this file: ``logits`` (format 1) or the model
-        itself, a stepper (format 2)."""
-        return self if self.meta.step else self.logits
+        """What ``zoo.sampling.sample`` takes for this file: ``logits`` (format 1) or a stepper
+        (format 2), of this file opened with one intra-op thread: the sampler grows
+        ``zoo.sampling.WORKERS`` chunks at once, one per core, and a pool of threads in every
+        call would make them contend for the same cores (1.2-1.3x fewer chars/s, README)."""
+        if self.threads == 1:
+            model = self
+        else:
+            if self._sampler is None:
+                self._sampler = OnnxModel(_session(self._data, 1, self.path), self.path,
+                                          self.meta, self._data, 1)
+            model = self._sampler
+        return model if self.meta.step else model.logits
+
+
+def _session(data: bytes, threads: int | None, path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # failures become ArtifactError; no stderr chatter
+    # idle worker threads would otherwise busy-wait after each call, starving the caller
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's errors share no base class
+        raise ArtifactError(f"{path} is not a valid ONNX model: {_first_line(e)}") from None
 
 
 def _read(path: Path) -> bytes:

@@ -299,3 +299,18 @@ def test_zoo_sample_seed_out_of_range_is_one_line(mlp_bn: tuple[Path, Path], cli
     assert result.exit_code == 2 and result.stdout == ""
     assert "seed must be an integer in [0, 2**64)" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_the_sampler_runs_each_call_on_one_thread(mlp_bn: tuple[Path, Path],
+                                                  exported: Exported) -> None:
+    """The sampler grows a chunk per core at once: a file opened for it runs each call on one
+    intra-op thread, and gives the words of the file opened as asked."""
+    _, path = mlp_bn
+    model = OnnxModel.load(path)
+    assert model.threads is None and model.sampling_model().__self__.threads == 1
+    assert OnnxModel.load(path, threads=1).sampling_model().__self__.threads == 1
+    options = {"vocab": model.vocab, "context": model.context, "n": 30, "seed": 4}
+    assert sample(model.sampling_model(), **options) == sample(model.logits, **options)
+    _, step_path = exported("makemore-gru")
+    stepper = OnnxModel.load(step_path).sampling_model()
+    assert stepper.threads == 1 and stepper.meta.step

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from zoo.errors import ArtifactError, DataError, SpecError
-from zoo.sampling import sample, sample_text, uniforms
+from zoo.sampling import keep_rows, sample, sample_text, uniforms
 
 VOCAB = tuple(".abcde")
 CONTEXT = 3
@@ -245,3 +245,14 @@ def test_a_list_is_capped_but_the_stream_is_not() -> None:
     stream = sample_text(uniform, vocab=vocab, context=2, n=10**12, seed=0)
     first = next(stream)  # lazily: the first chunk only
     assert first.count("\n") >= 1 and set(first) <= {"a", "b", "\n"}
+
+
+def test_keep_rows_copies_the_entries_so_far_of_the_kept_rows() -> None:
+    rng = np.random.default_rng(0)
+    cache = rng.normal(size=(6, 5, 3)).astype(np.float32)  # (T, B, C): time first
+    hidden = rng.normal(size=(5, 4)).astype(np.float32)  # (B, H)
+    rows = np.array([0, 3, 4])
+    kept_cache, kept_hidden = keep_rows([cache, hidden], rows, [True, False], 2)
+    assert kept_cache.shape == (6, 3, 3) and kept_hidden.shape == (3, 4)
+    assert np.array_equal(kept_cache[:2], cache[:2, rows])  # entries 0 and 1, rows kept
+    assert np.array_equal(kept_hidden, hidden[rows])

@@ -20,9 +20,11 @@ import onnx
 import pytest
 from matrix import assert_clean_error, snapshot
 
+from zoo import webpage as web
 from zoo.export.runtime import OnnxModel
 from zoo.export.web import ORT_ENV, ORT_FILES, PAGE_FILES, build_site, server
 from zoo.registry import get_registry
+from zoo.sampling import CHUNK
 
 pytest_plugins = ["websites"]  # the `site` fixture
 PRESETS = sorted(get_registry().presets)  # every installed preset, third-party ones too
@@ -89,6 +91,26 @@ def test_node_sampler_gives_zoo_sample_words_int8(preset: str, site, cli,
     for name in INT8_OPTIONS:
         words = node_words(folder, OPTIONS[name])
         assert words == zoo_words(cli, folder / "model.onnx", OPTIONS[name]), name
+
+
+def test_the_web_sampler_batches_words_as_zoo_sampling_does() -> None:
+    """An int8 file quantises its activations over a batch: the page and Node give a model
+    the words in zoo.sampling's batches (CHUNK words, from the first)."""
+    sampler = (Path(web.__file__).parent / "sampler.mjs").as_uri()
+    script = (f"import {{ CHUNK, inChunks }} from {json.dumps(sampler)};"
+              "const calls = [];"
+              "const words = await inChunks(async (o) => { calls.push([o.n, String(o.start)]);"
+              "  return Array.from({ length: o.n }, (_, i) => `${o.start + BigInt(i)}`); },"
+              "  { vocab: ['.', 'a'], context: 3, n: 2 * CHUNK + 5, start: 7n });"
+              "console.log(JSON.stringify({ CHUNK, calls, words: words.length,"
+              "  last: words.at(-1) }));")
+    done = subprocess.run([node(), "--input-type=module", "-e", script], capture_output=True,
+                          text=True, timeout=NODE_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["CHUNK"] == CHUNK
+    assert out["calls"] == [[CHUNK, "7"], [CHUNK, str(7 + CHUNK)], [5, str(7 + 2 * CHUNK)]]
+    assert out["words"] == 2 * CHUNK + 5 and out["last"] == str(7 + 2 * CHUNK + 4)
 
 
 def test_node_words_are_index_stable(site) -> None:

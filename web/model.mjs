@@ -9,7 +9,7 @@
 // sampler needs into model.json next to the model.
 
 import * as ort from "./ort.wasm.min.mjs";
-import { sample, sampleSteps } from "./sampler.mjs";
+import { inChunks, sample, sampleSteps } from "./sampler.mjs";
 
 const IN_NODE = typeof process !== "undefined" && Boolean(process.versions?.node);
 
@@ -49,7 +49,8 @@ export async function loadModel(base) {
 
   return {
     card, vocab, context, logits,
-    sample: (options) => sample(logits, { vocab, context, ...options }),
+    sample: (options) => inChunks((batch) => sample(logits, batch),
+      { vocab, context, ...options }),
   };
 }
 
@@ -109,6 +110,7 @@ function stepModel(card, session) {
   };
   return {
     card, vocab, context, stepper,
-    sample: (options) => sampleSteps(stepper, { vocab, context, ...options }),
+    sample: (options) => inChunks((batch) => sampleSteps(stepper, batch),
+      { vocab, context, ...options }),
   };
 }

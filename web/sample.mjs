@@ -9,9 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { loadModel } from "./model.mjs";
-import { SettingsError } from "./sampler.mjs";
-
-const CHUNK = 4096; // words per batch: words are index-stable, so chunks change nothing
+import { CHUNK, SettingsError } from "./sampler.mjs";
 
 const USAGE = "usage: node sample.mjs [-n N] [--seed S] [--temperature T] [--top-k K] "
   + "[--prefix P] [--max-length L] [--start K]";

@@ -13,6 +13,9 @@
 import { uniform, wordKey } from "./rng.mjs";
 
 export const MAX_SEED = (1n << 64n) - 1n;
+// words per batch, as zoo.sampling's CHUNK: an int8 file quantises its activations over a
+// batch, so the same words need the same batches
+export const CHUNK = 1024;
 
 /** Bad settings: the message names the setting and what it must be. */
 export class SettingsError extends Error {}
@@ -206,4 +209,20 @@ function nextBelow(x) {
   scratch.setFloat64(0, x);
   scratch.setBigUint64(0, scratch.getBigUint64(0) - 1n);
   return scratch.getFloat64(0);
+}
+
+/**
+ * ``sampleBatch(options)`` (``sample`` or ``sampleSteps`` over a model) run on the words of
+ * ``options`` in batches of ``CHUNK``, as zoo.sampling makes them; the words, in order.
+ */
+export async function inChunks(sampleBatch, options) {
+  const o = settings(options); // bad settings are refused even for n = 0
+  const words = [];
+  let done = 0;
+  do {
+    const n = Math.min(CHUNK, o.n - done);
+    words.push(...await sampleBatch({ ...options, n, start: o.start + BigInt(done) }));
+    done += n;
+  } while (done < o.n);
+  return words;
 }

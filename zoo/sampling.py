@@ -63,7 +63,7 @@ __all__ = ["sample", "sample_text", "uniforms", "pick", "entries_so_far", "write
 
 MAX_SEED = 2**64  # seeds and word indices are uint64
 WORKERS = 2  # chunks growing at once (threads): the model of one overlaps the numpy of another
-CHUNK = 4096  # words per batch: amortises each call, stays in cache (best of 2048..65536)
+CHUNK = 1024  # words per batch: amortises each call, keeps a step graph's caches in cache
 MAX_IDS = 1 << 24  # ids held per chunk (128 MiB of int64): shrinks the chunk for long words
 MAX_LENGTH = MAX_IDS // 2  # a longer word would not fit a chunk of one row
 MAX_LIST = 10_000_000  # words ``sample`` returns as one list; ``sample_text`` streams any n
@@ -108,10 +108,20 @@ def write_entries(state: list[np.ndarray], updates: list[np.ndarray], caches: Se
     return out
 
 
-def keep_rows(state: list[np.ndarray], rows: np.ndarray,
-              caches: Sequence[bool]) -> list[np.ndarray]:
-    """The state of the batch rows ``rows`` only (the batch axis is 1 in a cache, else 0)."""
-    return [a[:, rows] if cache else a[rows] for a, cache in zip(state, caches, strict=True)]
+def keep_rows(state: list[np.ndarray], rows: np.ndarray, caches: Sequence[bool],
+              position: int) -> list[np.ndarray]:
+    """The state of the batch rows ``rows`` only, before ``position`` (the batch axis is 1 in a
+    cache, else 0). Only a cache's entries so far are copied: the later ones are written before
+    any step reads them."""
+    out = []
+    for a, cache in zip(state, caches, strict=True):
+        if cache:
+            kept = np.empty((a.shape[0], len(rows), *a.shape[2:]), a.dtype)  # (T, R, ...)
+            np.take(a[:position], rows, axis=1, out=kept[:position])
+            out.append(kept)
+        else:
+            out.append(a[rows])
+    return out
 
 
 def sample(logits_fn: LogitsFn | Stepper, *, vocab: Sequence[str], context: int, n: int,
@@ -291,7 +301,7 @@ def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int,
         if growing.sum() * 2 < len(batch):
             keep = np.flatnonzero(growing)
             batch, ids, growing = batch[keep], ids[keep], growing[keep]
-            state = keep_rows(state, keep, stepper.caches)
+            state = keep_rows(state, keep, stepper.caches, len(begin) + drawn)
     return grown[:, :drawn]
 
 
