@@ -15,7 +15,7 @@ import { uniform, wordKey } from "./rng.mjs";
 export const MAX_SEED = (1n << 64n) - 1n;
 // words per batch, as zoo.sampling's CHUNK: an int8 file quantises its activations over a
 // batch, so the same words need the same batches
-export const CHUNK = 1024;
+export const CHUNK = 4096;
 
 /** Bad settings: the message names the setting and what it must be. */
 export class SettingsError extends Error {}
