@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import onnx
 import torch
 
-from zoo import atomic
+from zoo import atomic, runpaths
 from zoo.build import SEQUENCE, Model
 from zoo.capture import layer_warnings
 from zoo.errors import ArtifactError
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["export_onnx", "export_run", "layerzoo_metadata", "check_opset", "FORMAT",
            "FORMAT_KEY", "DEFAULT_NAME", "INT8_NAME", "INPUT", "OUTPUT", "MIN_OPSET"]
 
-INT8_NAME = "model.int8.onnx"
+INT8_NAME = runpaths.EXPORTS[1]
 MIN_OPSET = 18  # torch's exporter writes opset 18 and later
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for one message: beyond it, data goes external
 
@@ -67,13 +67,13 @@ def export_run(run_dir: str | Path, path: str | Path | None = None, *, opset: in
     """Export the model of a run directory (default output: RUN/model.onnx, or
     RUN/model.int8.onnx with ``int8``: dynamically quantised, see export/quantize.py).
 
-    Refuses, before anything is written, an unsupported ``opset`` and an output that is one of
-    the run's own files (only ``*.onnx`` names may be written inside the run directory).
+    Refuses, before anything is written, an unsupported ``opset`` and an output inside a run
+    directory other than its exports (``zoo.runpaths``); the run's own exports are replaced.
     """
     check_opset(opset)
     run = open_run(run_dir, registry=registry)
     out = Path(path) if path is not None else run.path / (INT8_NAME if int8 else DEFAULT_NAME)
-    _refuse_run_file(run.path, out)
+    runpaths.check_target(out, "the ONNX file")
     if not int8:
         return export_onnx(run, out, opset=opset)
     from zoo.export.quantize import quantize_onnx
@@ -91,25 +91,6 @@ def check_opset(opset: object) -> int:
         raise ArtifactError(f"opset {opset!r} is not supported: choose {MIN_OPSET}..{top} "
                             f"(onnx {onnx.__version__})")
     return opset
-
-
-def _refuse_run_file(run_path: Path, out: Path) -> None:
-    """An export must never replace the weights, spec or any other file the run is made of."""
-    target = out.resolve()
-    inside = target.parent == run_path.resolve()
-    same = [f for f in run_path.iterdir() if out.exists() and f.is_file()
-            and _same_file(f, out)]
-    if same or (inside and not target.name.endswith(".onnx")):
-        name = same[0].name if same else target.name
-        raise ArtifactError(f"{out} is the run's own file {name!r}; write the ONNX file "
-                            f"elsewhere or as RUN/{DEFAULT_NAME}")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:
-        return False
 
 
 def export_onnx(run_or_model: Run | Model, path: str | Path, *, opset: int = 20,

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from zoo import atomic
+from zoo import atomic, runpaths
 from zoo.errors import ArtifactError
 from zoo.export.clean import clean_proto
 from zoo.export.contract import INT8_DYNAMIC, QUANTIZED_KEY
@@ -45,9 +45,10 @@ def quantize_onnx(src: Path, dst: Path) -> Path:
     if model.quantized:
         raise ArtifactError(f"{src} is already quantised ({model.quantized}); quantise the fp32 "
                             "file (zoo export RUN --int8)")
-    if dst.is_dir():
+    if dst.is_dir() and not runpaths.is_run(dst):
         raise ArtifactError(f"{dst} is a directory; give a file name such as "
-                            f"{dst / 'model.int8.onnx'}")
+                            f"{dst / runpaths.EXPORTS[1]}")
+    runpaths.check_target(dst, "the int8 file")
     if not dst.parent.is_dir():
         raise ArtifactError(f"cannot write {dst}: folder {dst.parent} does not exist")
     props = dict(model.metadata)

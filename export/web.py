@@ -26,12 +26,16 @@ import importlib.resources
 import json
 import os
 import shutil
+import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo import runpaths
 from zoo.errors import ArtifactError, ZooError
 from zoo.export.contract import Metadata
 from zoo.export.runtime import OnnxModel
@@ -134,7 +138,7 @@ def server(folder: str | Path, *, port: int = 8000, host: str = "127.0.0.1"
                             f"{SIDECAR}); write one with `zoo web MODEL.onnx -o {folder}`")
     handler = functools.partial(_Handler, directory=str(folder))
     try:
-        return http.server.ThreadingHTTPServer((host, port), handler)
+        return _Server((host, port), handler)
     except OSError as e:
         raise ArtifactError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
 
@@ -151,15 +155,53 @@ def serve(folder: str | Path, *, port: int = 8000, host: str = "127.0.0.1",
             pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True  # a client that never finishes its request cannot hold up a stop
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a tab closed during a download) is nothing to report;
+        anything else is one line, never a traceback."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, ConnectionError):
+            print(f"zoo web: a request from {client_address[0]} failed: "
+                  f"{type(error).__name__}: {error}", file=sys.stderr)
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the folder's own files by their plain names, and nothing else: no listing of a
+    folder, no dotfile, no link that leads out of the folder, no subfolder."""
+
     # browsers refuse ES modules served as application/octet-stream, Python's guess for .mjs
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, **MIME}
+
+    def send_head(self) -> Any:
+        name = self._site_file()
+        if name is None:
+            self.send_error(HTTPStatus.NOT_FOUND, "File not found")
+            return None
+        self.path = "/" + urllib.parse.quote(name)
+        return super().send_head()
+
+    def _site_file(self) -> str | None:
+        """The name of the file of the folder this request asks for ('/' is index.html)."""
+        path = urllib.parse.unquote(self.path.split("?", 1)[0].split("#", 1)[0])
+        name = path[1:] if path.startswith("/") else path
+        name = name or "index.html"
+        if any(c in name for c in "/\\\0") or name.startswith("."):
+            return None
+        root = Path(self.directory).resolve()
+        try:
+            real = (root / name).resolve(strict=True)
+        except (OSError, RuntimeError):  # missing, or a loop of links
+            return None
+        return name if real.parent == root and real.is_file() else None
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: one line per request would bury the URL printed at start."""
 
 
 def _check_out(out: Path) -> None:
+    runpaths.check_target(out, "the page", allowed=())
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"{out} exists and is not a folder; give a new folder for the page")
     if out.is_dir() and any(out.iterdir()):

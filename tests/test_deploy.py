@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
 import pytest
+from matrix import assert_clean_error, snapshot
 
 import zoo
 from zoo.build import build_model
@@ -111,13 +113,38 @@ def test_unsupported_opset_is_refused_and_nothing_written(exported: Exported, cl
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_export_refuses_to_overwrite_the_runs_own_files(exported: Exported, cli) -> None:
-    run_dir, _ = exported("mlp")
-    for name in ("weights.safetensors", "spec.json", "meta.json", "vocab.json"):
-        before = (run_dir / name).read_bytes()
-        result = cli("export", str(run_dir), "-o", str(run_dir / name))
-        assert result.exit_code == 2 and "the run's own file" in result.output, result.output
-        assert (run_dir / name).read_bytes() == before
+RUN_FILES = ("weights.safetensors", "checkpoint.safetensors", "spec.json", "meta.json",
+             "vocab.json", "metrics.jsonl", "other.onnx")
+
+
+def test_no_write_path_touches_a_runs_own_files(exported: Exported, cli,
+                                                tmp_path: Path) -> None:
+    source, onnx_file = exported("mlp")
+    run_dir = tmp_path / "run"
+    shutil.copytree(source, run_dir)
+    (tmp_path / "link.onnx").symlink_to(run_dir / "weights.safetensors")
+    cases = [("export", str(run_dir), "-o", str(tmp_path / "link.onnx"))]
+    for name in RUN_FILES:
+        target = str(run_dir / name)
+        cases += [("export", str(run_dir), "-o", target),
+                  ("export", str(run_dir), "--int8", "-o", target),
+                  ("export", str(onnx_file), "--int8", "-o", target)]
+    cases += [("web", str(onnx_file), "-o", str(run_dir / "site")),
+              ("web", str(onnx_file), "-o", str(run_dir))]
+    before = snapshot(tmp_path)
+    for args in cases:
+        err = assert_clean_error(cli(*args), str(run_dir))
+        assert "inside run directory" in err or "is a run directory" in err, err
+        assert snapshot(tmp_path) == before, args
+    # the run's exports are its to replace: exporting again to the default paths works
+    for args in [(), ("--int8",)] * 2:
+        result = cli("export", str(run_dir), *args)
+        assert result.exit_code == 0, result.output
+    assert OnnxModel.load(run_dir / "model.onnx").quantized is None
+    assert OnnxModel.load(run_dir / "model.int8.onnx").quantized == INT8_DYNAMIC
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("run/model.")} == {
+        k: v for k, v in before.items() if not k.startswith("run/model.")}
 
 
 def test_export_run_writes_the_requested_opset(exported: Exported, tmp_path: Path) -> None:

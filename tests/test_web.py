@@ -7,11 +7,15 @@ missing ``node`` or ``node_modules`` fails these tests rather than skipping them
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -181,6 +185,54 @@ def test_server_serves_modules_and_wasm_with_browser_types(site) -> None:
             thread.join()
     assert types[""].startswith("text/html") and types["page.mjs"] == "text/javascript"
     assert types["ort-wasm-simd-threaded.wasm"] == "application/wasm"
+
+
+def test_server_serves_its_own_files_only_and_quietly(site, tmp_path: Path, capfd) -> None:
+    folder = tmp_path / "site"
+    shutil.copytree(site("mlp-bn"), folder)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret", encoding="utf-8")
+    (folder / "fs").symlink_to(outside)
+    (folder / "link.txt").symlink_to(outside / "secret.txt")
+    (folder / ".env").write_text("TOKEN=1", encoding="utf-8")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "a.txt").write_text("a", encoding="utf-8")
+    refused = ["/fs/secret.txt", "/fs/", "/link.txt", "/.env", "/%2eenv", "/sub/", "/sub/a.txt",
+               "/model.json%00.html", "/../outside/secret.txt", "/%2e%2e/outside/secret.txt",
+               "//etc/hostname", "/nothing.js"]
+    with server(folder, port=0) as httpd:
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        try:
+            port = httpd.server_address[1]
+            for path in refused:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                connection.request("GET", path)
+                response = connection.getresponse()
+                body = response.read()
+                connection.close()
+                assert response.status == 404, path
+                assert b"secret" not in body and b"TOKEN" not in body, path
+            before = threading.active_count()
+            for _ in range(3):  # a client that drops a download half way (a tab closed)
+                with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+                    client.sendall(b"GET /ort-wasm-simd-threaded.wasm HTTP/1.1\r\n"
+                                   b"Host: x\r\n\r\n")
+                    client.recv(1024)
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))  # close with a reset
+            deadline = time.monotonic() + 30
+            while threading.active_count() > before and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/model.json?v=1",
+                                        timeout=30) as response:
+                assert response.read() == (folder / "model.json").read_bytes()
+        finally:
+            httpd.shutdown()
+            thread.join()
+    out, err = capfd.readouterr()
+    assert err == "" and out == ""
 
 
 def test_cli_writes_folder_and_says_how_to_use_it(cli, exported: Exported,

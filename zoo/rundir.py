@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from zoo import atomic, files
+from zoo import atomic, files, runpaths
 from zoo.build import Model, build_model
 from zoo.data import Vocab
 from zoo.errors import ArtifactError, ZooError
@@ -42,7 +42,7 @@ __all__ = ["Run", "open_run", "is_run_dir", "read_tensors", "save_weights", "loa
            "incomplete", "check_new", "create", "lock", "SPEC", "VOCAB", "WEIGHTS", "CHECKPOINT",
            "META", "METRICS", "PLOT"]
 
-SPEC, VOCAB, WEIGHTS = "spec.json", "vocab.json", "weights.safetensors"
+SPEC, VOCAB, WEIGHTS = runpaths.RUN_MARK, "vocab.json", "weights.safetensors"
 CHECKPOINT, META, METRICS, PLOT = "checkpoint.safetensors", "meta.json", "metrics.jsonl", "loss.png"
 REQUIRED = (SPEC, VOCAB, WEIGHTS, META)
 BOUND = {"layerzoo.model_sha256": SPEC, "layerzoo.vocab_sha256": VOCAB}  # in weights' metadata
@@ -50,9 +50,8 @@ FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def is_run_dir(path: str | Path) -> bool:
-    path = Path(path)
     # exists(), not is_file(): a spec.json that is a FIFO or a device is refused by name later
-    return path.is_dir() and ((path / SPEC).exists() or (path / SPEC).is_symlink())
+    return runpaths.is_run(Path(path))
 
 
 def write_json(path: Path, data: Any) -> None:
