@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from onnx import external_data_helper
 
 from zoo.errors import ArtifactError
 from zoo.export.runtime import OnnxModel, external_tensors
-from zoo.registry import get_registry
+from zoo.registry import ALLOW_ENV, get_registry
 from zoo.rundir import open_run
 from zoo.sampling import sample
 
@@ -314,3 +315,36 @@ def test_the_sampler_runs_each_call_on_one_thread(mlp_bn: tuple[Path, Path],
     _, step_path = exported("makemore-gru")
     stepper = OnnxModel.load(step_path).sampling_model()
     assert stepper.threads == 1 and stepper.meta.step
+
+
+ZOO = Path(sys.executable).parent / "zoo"
+BUILTIN_ONLY = {**os.environ, ALLOW_ENV: ""}  # no installed plugin's warning on stderr
+
+
+@pytest.mark.parametrize("command", [["layers"], ["sample", "MODEL", "-n", "100000"],
+                                     ["check", "RUN", "MODEL", "--samples", "5"]])
+def test_a_closed_output_pipe_ends_any_command_quietly(command: list[str],
+                                                       mlp_bn: tuple[Path, Path]) -> None:
+    """`zoo ... | head -1`: the reader went away; nothing to report."""
+    run_dir, path = mlp_bn
+    args = [{"RUN": str(run_dir), "MODEL": str(path)}.get(a, a) for a in command]
+    proc = subprocess.Popen([str(ZOO), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=BUILTIN_ONLY)
+    proc.stdout.close()  # closed before the command writes its first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and err == b"", err
+
+
+def test_ctrl_c_in_sample_exits_130_after_whole_words(mlp_bn: tuple[Path, Path]) -> None:
+    _, path = mlp_bn
+    proc = subprocess.Popen([str(ZOO), "sample", str(path), "-n", str(10**9)], bufsize=0,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=BUILTIN_ONLY)
+    first = proc.stdout.readline()  # unbuffered: what follows is left to communicate()
+    assert first.endswith(b"\n")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT and err == b"", err
+    assert (first + out).endswith(b"\n")
+    words, model = (first + out).decode().splitlines(), OnnxModel.load(path)
+    assert words == sample(model.sampling_model(), vocab=model.vocab, context=model.context,
+                           n=len(words), seed=0)

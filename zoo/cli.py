@@ -7,6 +7,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tomllib
 import unicodedata
@@ -57,7 +58,9 @@ class ZooGroup(click.Group):
         except click.ClickException as e:
             _error(e.format_message())
             sys.exit(e.exit_code)
-        except click.Abort:
+        except click.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):  # Ctrl-C: the shell's convention
+                sys.exit(128 + signal.SIGINT)
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
@@ -72,6 +75,9 @@ class ZooGroup(click.Group):
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # `zoo ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
         except (OSError, MemoryError) as e:
             # the machine, not the code: a full disk, a read-only folder, too little memory
             if ctx.meta.get("zoo.debug"):
@@ -357,12 +363,21 @@ def sample_cmd(ctx: click.Context, source: Path, count: int, start: int, seed: i
     chunks = sample_text(logits_fn, vocab=vocab, context=context, n=count, seed=seed,
                          start=start, temperature=temperature, top_k=top_k, prefix=prefix,
                          max_length=max_length)
+    interrupted: list[int] = []  # Ctrl-C stops after the words being written: whole lines
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     try:
         for text in chunks:
             sys.stdout.write(text)
+            if interrupted:
+                break
         sys.stdout.flush()
     except BrokenPipeError:  # `zoo sample -n 10000000 | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        chunks.close()  # the chunks being made are finished and dropped
+    if interrupted:
+        ctx.exit(128 + signal.SIGINT)
 
 
 @main.command("check")
