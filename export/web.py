@@ -72,8 +72,9 @@ def build_site(model_path: str | Path, out: str | Path, *, ort_dir: str | Path |
                registry: Registry | None = None) -> Site:
     """Write the page for the layerzoo .onnx file ``model_path`` into the new folder ``out``.
 
-    ``out`` must not exist or be empty. Every check runs before anything is written, and the
-    folder appears whole or not at all (it is assembled next to ``out`` and renamed).
+    ``out`` must not exist or be empty. Every check runs before anything is written; a new
+    folder appears whole or not at all (it is assembled next to ``out`` and renamed), an empty
+    one that exists (``.``, or a link to one) is kept and gets each file whole.
     ArtifactError (one line) for an unusable model, a run directory, a non-empty ``out`` or
     missing onnxruntime-web files. ``registry`` builds the spec for the card's layer summary.
     """
@@ -87,7 +88,12 @@ def build_site(model_path: str | Path, out: str | Path, *, ort_dir: str | Path |
     meta = OnnxModel.load(model_path).meta
     sidecar = _sidecar(meta, model_path, registry, _ort_version(sources))
     page = importlib.resources.files("zoo.webpage")
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # an empty folder that exists ('.', or one reached through a link) is kept and filled:
+    # removed and replaced, it would leave a shell inside it in a deleted folder
+    keep = out.is_dir()
+    target = out.resolve() if keep else out
+    staging = Path(tempfile.mkdtemp(prefix=".zoo-web-" if keep else f".{out.name}.",
+                                    dir=target if keep else out.parent))
     try:
         shutil.copyfile(model_path, staging / MODEL_NAME)
         (staging / SIDECAR).write_text(json.dumps(sidecar, ensure_ascii=False, indent=1) + "\n",
@@ -97,11 +103,17 @@ def build_site(model_path: str | Path, out: str | Path, *, ort_dir: str | Path |
         for name in ORT_FILES:
             shutil.copyfile(sources / name, staging / name)
         staging.chmod(0o755)  # mkdtemp makes it private; a served folder is for reading
-        if out.is_dir():
-            out.rmdir()  # empty, checked above
-        staging.rename(out)
+        if keep:  # each file moved in whole, then the staging folder removed
+            for name in (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES):
+                os.replace(staging / name, target / name)
+            staging.rmdir()
+        else:
+            staging.rename(out)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if keep:  # the folder was empty: leave it so
+            for name in (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES):
+                (target / name).unlink(missing_ok=True)
         raise ArtifactError(f"cannot write {out}: {e.strerror or e}") from None
     files = (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES)
     return Site(out, files, sum((out / name).stat().st_size for name in files))

@@ -246,6 +246,27 @@ def test_cli_writes_folder_and_says_how_to_use_it(cli, exported: Exported,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # no staging left behind
 
 
+def test_web_fills_an_empty_folder_that_exists_in_place(cli, exported: Exported,
+                                                        tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-o .` in an empty folder, or a link to one: the folder stays (a shell inside it keeps
+    its folder) and gets the page; nothing is left beside it."""
+    _, path = exported("mlp-bn")
+    here, real = tmp_path / "here", tmp_path / "real"
+    here.mkdir()
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    monkeypatch.chdir(here)
+    inode = here.stat().st_ino
+    for out, folder in ((".", here), (str(tmp_path / "link"), real)):
+        result = cli("web", str(path), "-o", out)
+        assert result.exit_code == 0, result.output
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            ("model.onnx", "model.json", *PAGE_FILES, *ORT_FILES))
+    assert here.stat().st_ino == inode and (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "link", "real"]
+
+
 def test_cli_serve_prints_the_url_and_serves_the_folder(site) -> None:
     folder = site("mlp-bn")
     zoo = Path(sys.executable).parent / "zoo"
