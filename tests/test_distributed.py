@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from matrix import assert_clean_error, snapshot
 from safetensors.torch import load_file
 
 from zoo import rundir
@@ -30,6 +31,7 @@ from zoo.distributed import (
     sync_batch_norm,
 )
 from zoo.errors import TrainingError
+from zoo.threads import usable_cores
 from zoo.train import train
 
 # exact one-line messages: only the built-in plugins load, whatever else is installed
@@ -207,6 +209,39 @@ def test_bad_scale_out_input_is_one_line(tmp_path, cli, args, message):
     assert result.stderr.strip() == f"error: {result.stderr.strip()[7:]}"
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_more_processes_than_cores_on_cpu_is_one_line(tmp_path, cli):
+    cores = usable_cores()
+    spec = write_spec(tmp_path, "tiny", LAYERS, steps=10, eval_every=5)
+    nproc = next(n for n in range(cores + 1, 4 * cores + 2) if 32 % n == 0) if cores < 32 \
+        else None
+    if nproc is None:
+        pytest.skip("no process count above this machine's cores divides the batch")
+    result = cli("train", str(spec), "--out", str(tmp_path / "run"), "--nproc", str(nproc),
+                 "--device", "cpu")
+    assert_clean_error(result, f"--nproc {nproc} on {cores} usable CPU cores",
+                       f"use --nproc {cores} or fewer")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_another_process_count_is_refused(tmp_path, tiny_words, cli):
+    spec = write_spec(tmp_path, "tiny", LAYERS, steps=10, eval_every=5)
+    run = train(str(spec), data=tiny_words, out=tmp_path / "run", progress=False,
+                device="cpu").path
+    meta = json.loads((run / rundir.META).read_text(encoding="utf-8"))
+    assert meta["processes"] == 1
+    before = snapshot(run)
+    result = cli("train", "--resume", str(run), "--steps", "20", "--nproc", "2",
+                 "--device", "cpu")
+    assert_clean_error(result, f"{run} was trained on 1 process(es); resume it with no --nproc")
+    assert snapshot(run) == before
+    meta["processes"] = 2  # as a run of two processes records it
+    (run / rundir.META).write_text(json.dumps(meta), encoding="utf-8")
+    before = snapshot(run)
+    result = cli("train", "--resume", str(run), "--steps", "20", "--device", "cpu")
+    assert_clean_error(result, "was trained on 2 process(es); resume it with --nproc 2")
+    assert snapshot(run) == before
 
 
 def test_a_bad_input_the_ranks_find_is_reported_once(tmp_path, tiny_words):

@@ -11,7 +11,7 @@ from matrix import assert_clean_error, snapshot
 from zoo.build import build_model
 from zoo.errors import SpecError
 from zoo.report import summary
-from zoo.spec import MAX_ENTRIES, expand, load_spec
+from zoo.spec import MAX_ENTRIES, MAX_NESTING, expand, load_spec
 
 MLP_BLOCK = {"residual": ["rmsnorm", {"type": "linear", "out": 16}, "gelu",
                           {"type": "linear", "out": 8}]}
@@ -164,3 +164,29 @@ def test_negative_gain_is_refused_and_zero_gain_is_all_zeros() -> None:
     model = build_model([{"type": "embedding", "dim": 4}, "flatten",
                          {"type": "linear", "out": 5, "gain": 0.0}, "linear"], 27)
     assert not model.layers[2].weight.any()
+
+
+def _nested(depth: int) -> dict:
+    entry: dict = {"type": "linear", "out": 8}
+    for _ in range(depth):
+        entry = {"residual": [entry]}
+    return entry
+
+
+@pytest.mark.parametrize("depth", [MAX_NESTING, MAX_NESTING + 1, 250])
+def test_training_takes_every_depth_the_summary_takes(depth: int, cli, tmp_path) -> None:
+    spec = tmp_path / "deep.json"
+    spec.write_text(json.dumps({"model": {"context": 3, "layers": [
+        {"type": "embedding", "dim": 8}, "flatten", {"type": "linear", "out": 8},
+        _nested(depth), "linear"]}, "train": {"steps": 3, "batch_size": 8, "eval_every": 3}}),
+        encoding="utf-8")
+    run = tmp_path / "run"
+    shown, trained = cli("summary", str(spec)), cli("train", str(spec), "--out", str(run),
+                                                    "--samples", "0")
+    if depth <= MAX_NESTING:
+        assert shown.exit_code == 0 and trained.exit_code == 0, trained.output
+        assert json.loads((run / "meta.json").read_text())["status"] == "finished"
+    else:
+        message = f"blocks nested more than {MAX_NESTING} deep; the spec is refused"
+        assert assert_clean_error(shown, message) == assert_clean_error(trained, message)
+        assert not run.exists()

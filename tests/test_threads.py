@@ -59,9 +59,9 @@ def test_the_usual_environment_variables_leave_torch_as_it_is(no_thread_env, mon
 
 def test_without_overrides_the_controller_decides_unless_there_is_one_core(no_thread_env,
                                                                            monkeypatch):
-    monkeypatch.setattr(threads, "_cores", lambda: 4)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     assert threads.choose() == (None, "adaptive")
-    monkeypatch.setattr(threads, "_cores", lambda: 1)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
     assert threads.choose() == (1, "one core")
 
 
@@ -235,7 +235,7 @@ def test_a_layer_whose_kernel_splits_across_threads_is_named(restore_threads):
 
 def test_training_such_a_model_keeps_one_thread_and_says_why(tmp_path, no_thread_env,
                                                              monkeypatch, restore_threads):
-    monkeypatch.setattr(threads, "_cores", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     lines: list[str] = []
     run = train({**FUSED_SPEC, "train": {"steps": 30, "batch_size": 512}},
                 out=tmp_path / "run", progress=False, log=lines.append,
@@ -272,7 +272,7 @@ SAME_BITS_SPEC = {"model": {
 
 def test_a_run_whose_thread_count_changes_every_step_ends_with_the_same_bits(
         tmp_path, no_thread_env, monkeypatch, restore_threads):
-    monkeypatch.setattr(threads, "_cores", lambda: 2)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     monkeypatch.setattr(threads, "Adaptive", Alternating)
     moving = train(SAME_BITS_SPEC, out=tmp_path / "moving", progress=False)
     meta = json.loads((moving.path / rundir.META).read_text())

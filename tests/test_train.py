@@ -20,8 +20,9 @@ from zoo import curves, rundir
 from zoo.build import build_model
 from zoo.cli import main
 from zoo.data import default_words_file
-from zoo.errors import ArtifactError, SpecError, TrainingError
+from zoo.errors import ArtifactError, RunWarning, SpecError, TrainingError
 from zoo.recipe import resolve_recipe
+from zoo.threads import usable_cores
 from zoo.train import Interrupted, train
 
 # exact one-line messages: only the built-in plugins load, whatever else is installed
@@ -333,7 +334,8 @@ def test_resume_from_another_folder_finds_a_relative_words_file(tmp_path, monkey
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (["--threads", "0"], "--threads 0: expected an integer >= 1"),
+    (["--threads", "0"], "--threads 0: expected 1 to "),
+    (["--threads", "1000"], "--threads 1000: expected 1 to "),
     (["--seed", str(2**64)], "train.seed: expected an integer >= 0 and <= "
                              "18,446,744,073,709,551,615"),
     (["--batch-size", "100000"], "train.batch_size: expected an integer >= 1 and <= 65536"),
@@ -343,6 +345,42 @@ def test_bad_training_options_are_one_line_before_any_run_directory(tmp_path, ar
     out = tmp_path / "run"
     assert fragment in cli_error(["train", "mlp", "--out", str(out), *args])
     assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5", "4x"])
+def test_a_thread_count_in_the_environment_that_is_none_is_one_line(tmp_path, value,
+                                                                    zoo_subprocess):
+    """OpenMP would warn in its own words and ignore it; the run would record it as used."""
+    out = tmp_path / "run"
+    done = zoo_subprocess("train", "mlp", "--out", str(out), env={"OMP_NUM_THREADS": value})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"error: OMP_NUM_THREADS={value!r} is not a thread count (a whole "
+                           f"number >= 1); unset it or give one, e.g. "
+                           f"OMP_NUM_THREADS={usable_cores()}\n")
+    assert not out.exists()
+
+
+def test_a_resume_with_steps_that_cannot_extend_the_run_names_the_option(tmp_path):
+    run = train("mlp", out=tmp_path / "run", overrides=FAST, progress=False).path
+    before = (run / rundir.META).read_bytes()
+    assert cli_error(["train", "--resume", str(run), "--set", "train.steps=1.5"]) == (
+        "error: train.steps: expected an integer, got 1.5 (--steps and --set train.steps=N "
+        "set it)")
+    assert cli_error(["train", "--resume", str(run), "--steps", "30"]) == (
+        f"error: --steps 30: {run} is at step 60; a run can be extended to 60 steps or more, "
+        "not shortened below where it is")
+    assert (run / rundir.META).read_bytes() == before
+
+
+def test_a_loss_curve_that_cannot_be_written_is_a_warning_not_the_end(tmp_path):
+    run = train("mlp", out=tmp_path / "run", overrides=FAST, progress=False).path
+    (run / rundir.PLOT).unlink()
+    (run / rundir.PLOT).mkdir()  # a file cannot replace it
+    with pytest.warns(RunWarning, match=f"cannot draw {run / rundir.PLOT} .*training goes on"):
+        result = train(out=run, resume=True, overrides={"steps": 80}, progress=False)
+    meta = json.loads((run / rundir.META).read_text())
+    assert result.steps == 80 and meta["status"] == "finished" and meta["step"] == 80
+    assert [row["step"] for row in metrics(run)][-1] == 80
 
 
 def test_threads_option_reaches_torch_and_the_run(tmp_path):

@@ -247,8 +247,9 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
               sets: tuple[str, ...], threads: int | None, samples: int,
               progress: bool | None, nproc: int, device: str) -> None:
     """Train SPEC (a preset or spec file; default mlp-bn) on a words file."""
-    from zoo.threads import reproducible
+    from zoo.threads import check_threads, reproducible
 
+    check_threads(threads)  # before torch is imported: OpenMP would warn in its own words
     reproducible()  # before torch is imported: OpenMP reads its settings once
     from zoo.train import Interrupted, train
 

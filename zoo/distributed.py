@@ -120,6 +120,15 @@ def check_scale(nproc: int, batch_size: int) -> None:
                             f"e.g. --batch-size {batch_size - batch_size % nproc}")
 
 
+def check_processes(run: Path, trained_on: object, nproc: int) -> None:
+    """Refuse resuming a run trained on ``trained_on`` processes with another count."""
+    if trained_on != nproc:
+        flag = f"--nproc {trained_on}" if trained_on != 1 else "no --nproc"
+        raise TrainingError(f"{run} was trained on {trained_on} process(es); resume it with "
+                            f"{flag} (each process trains its slice of every batch: another "
+                            "count would not continue the same run)")
+
+
 def preflight(spec: Any, resume: Path | None, overrides: dict[str, Any], nproc: int,
               device: str, world: World, *, named: str | None = None,
               registry: Any = None) -> bool:
@@ -133,7 +142,8 @@ def preflight(spec: Any, resume: Path | None, overrides: dict[str, Any], nproc: 
                                 f"{world.size}: drop --nproc or match --nproc_per_node")
         return False
     check_scale(nproc, max(nproc, 1))
-    pick_device(device, World(nproc - 1, nproc, nproc - 1))  # the last rank needs a device too
+    # the last rank needs a device too
+    on_cpu = pick_device(device, World(nproc - 1, nproc, nproc - 1)).type == "cpu"
     if nproc == 1:
         return False
     from zoo import rundir
@@ -142,6 +152,8 @@ def preflight(spec: Any, resume: Path | None, overrides: dict[str, Any], nproc: 
 
     # the batch size the ranks will use: the run's own on resume, else the spec's + overrides
     if resume is not None:
+        check_processes(Path(resume), rundir.read_meta(Path(resume)).get("processes", nproc),
+                        nproc)
         run_spec = rundir.read_spec(Path(resume))
         batch_size = resolve_recipe(run_spec.train, source=run_spec.source).batch_size
     else:
@@ -149,6 +161,13 @@ def preflight(spec: Any, resume: Path | None, overrides: dict[str, Any], nproc: 
         batch_size = resolve_recipe(loaded.train, overrides, named=named,
                                     source=loaded.source).batch_size
     check_scale(nproc, batch_size)
+    from zoo.threads import usable_cores
+
+    if on_cpu and nproc > usable_cores():
+        raise TrainingError(f"--nproc {nproc} on {usable_cores()} usable CPU cores: each "
+                            "process trains on a core of its own and holds its own copy of "
+                            "the model and data, so more processes than cores only slow the "
+                            f"run; use --nproc {usable_cores()} or fewer")
     return True
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "DataError",
     "ArtifactError",
     "TrainingError",
+    "RunWarning",
     "did_you_mean",
 ]
 
@@ -68,6 +69,10 @@ class ArtifactError(ZooError):
 
 class TrainingError(ZooError):
     """Training stopped: a non-finite loss or an unusable recipe."""
+
+
+class RunWarning(UserWarning):
+    """Something a run could not do that does not stop it (its loss curve not drawn)."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:

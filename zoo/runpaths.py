@@ -32,7 +32,9 @@ def check_target(out: str | Path, what: str, allowed: tuple[str, ...] = EXPORTS)
     out = Path(out)
     target = out.resolve()
     if is_run(target):
-        raise ArtifactError(f"{out} is a run directory; write {what} elsewhere")
+        inside = f", or name it {' or '.join(allowed)} inside the run" if allowed else ""
+        raise ArtifactError(f"{out} is a directory (a run's); give {what} a file name outside "
+                            f"it{inside}")
     run = target.parent
     if is_run(run) and target.name not in allowed:
         exports = " or ".join(str(run / name) for name in allowed)

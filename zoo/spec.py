@@ -38,6 +38,7 @@ __all__ = ["Spec", "Entry", "load_spec", "read_spec_file", "expand", "names_file
 
 DEFAULT_CONTEXT = 3  # makemore's MLP; a spec sets model.context to change it
 MAX_ENTRIES = 1000  # layers after repeats are unrolled
+MAX_NESTING = 32  # blocks inside blocks: deeper would outrun Python's recursion in training
 MAX_CONTEXT = 4096
 TOP_KEYS = ("description", "model", "train")
 MODEL_KEYS = ("context", "layers")
@@ -262,11 +263,13 @@ def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
             problems.append(f"more than {MAX_ENTRIES:,} layers after unrolling repeats; "
                             "the spec is refused")
             return
-        if isinstance(item, dict) and "repeat" in item:
-            _expand_block(item, where, f"{prefix}{i}.", suffix, registry, out, problems)
-            continue
-        if isinstance(item, dict) and "residual" in item:
-            _expand_residual(item, where, f"{prefix}{i}.", suffix, registry, out, problems)
+        if isinstance(item, dict) and ("repeat" in item or "residual" in item):
+            if prefix.count(".") >= MAX_NESTING:
+                problems.append(f"{where}: blocks nested more than {MAX_NESTING} deep; the "
+                                "spec is refused")
+                return
+            expand = _expand_block if "repeat" in item else _expand_residual
+            expand(item, where, f"{prefix}{i}.", suffix, registry, out, problems)
             continue
         if isinstance(item, str):
             name, given = item, {}

@@ -34,8 +34,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from zoo.errors import SpecError
+
 __all__ = ["Adaptive", "choose", "ladder", "reproducible", "same_bits_on_every_count",
-           "ENV_VARS"]
+           "check_threads", "usable_cores", "ENV_VARS"]
 
 # Settings read once, when the library loads: reproducible() sets them (a caller's own win)
 # where training starts, which in a `zoo train` process is before torch is imported.
@@ -59,11 +61,28 @@ ABORT = 3.0  # a trial step 3x slower than the current median ends the trial at 
 BACKOFF = (1.0, 32.0)  # seconds before the next trial: doubles while trials lose
 
 
-def _cores() -> int:
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         return os.cpu_count() or 1
+
+
+def check_threads(requested: int | None) -> None:
+    """SpecError for a thread count this machine cannot honour: ``--threads`` below 1 or above
+    its cores, or ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` that is not a whole number >= 1
+    (OpenMP would warn and ignore it). Call it before torch is imported."""
+    if requested is not None and not 1 <= requested <= usable_cores():
+        raise SpecError(f"--threads {requested}: expected 1 to {usable_cores()} (the CPU cores "
+                        "this process may use; more threads than cores only slow training)")
+    for var in ENV_VARS:
+        value = os.environ.get(var)
+        levels = (value or "").strip().split(",")  # OpenMP also takes one count per level
+        if value and value.strip() and not all(n.strip().isdigit() and int(n) >= 1
+                                               for n in levels):
+            raise SpecError(f"{var}={value!r} is not a thread count (a whole number >= 1); "
+                            f"unset it or give one, e.g. {var}={usable_cores()}")
 
 
 def others_running() -> int | None:
@@ -79,7 +98,7 @@ def others_running() -> int | None:
 
 def ladder(cores: int | None = None) -> list[int]:
     """The counts the controller moves between: 1, 2, 4, ... up to the usable cores (<= 8)."""
-    top = min(MAX_AUTO_THREADS, cores or _cores())
+    top = min(MAX_AUTO_THREADS, cores or usable_cores())
     counts = [1]
     while counts[-1] * 2 <= top:
         counts.append(counts[-1] * 2)
@@ -116,7 +135,7 @@ class Adaptive:
         self.set_threads = set_threads
         self.now = now
         self.others = others
-        self.cores = cores or _cores()
+        self.cores = cores or usable_cores()
         self.current = counts[0]
         self.times: deque[float] = deque(maxlen=WINDOW)
         self.trial: tuple[int, list[float]] | None = None

@@ -22,6 +22,7 @@ import dataclasses
 import math
 import signal
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,14 +38,14 @@ from zoo import atomic, curves, rundir
 from zoo.build import SEQUENCE, Model, build_model, model_kind
 from zoo.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from zoo.data import AUTO, IGNORE, Corpus, Dataset, Sequences, Vocab, Windows, make_dataset
-from zoo.distributed import Sync, World, check_scale, peer_error, pick_device
-from zoo.errors import ArtifactError, SpecError, TrainingError
+from zoo.distributed import Sync, World, check_processes, check_scale, peer_error, pick_device
+from zoo.errors import ArtifactError, RunWarning, SpecError, TrainingError, ZooError
 from zoo.export.contract import versions
 from zoo.preflight import check_batch_size
 from zoo.recipe import NAMED, Recipe, default_eval_every, make_optimizer, resolve_recipe
 from zoo.registry import Registry
 from zoo.spec import Spec, load_spec
-from zoo.threads import Adaptive, reproducible
+from zoo.threads import Adaptive, check_threads, reproducible
 from zoo.threads import start as start_threads
 
 __all__ = ["train", "TrainResult", "Interrupted", "evaluate", "make_optimizer", "train_step",
@@ -179,8 +180,7 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
 def _start(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any] | None,
            resume: bool, recipe: str | None, threads: int | None, registry: Registry | None,
            sync: Sync, held: contextlib.ExitStack, log: Callable[[str], None] | None) -> Loop:
-    if threads is not None and threads < 1:
-        raise SpecError(f"--threads {threads}: expected an integer >= 1")
+    check_threads(threads)
     if resume:
         if spec is not None or data is not None or recipe is not None:
             given = [f"{name} {value}" for name, value in (("SPEC", spec), ("--data", data),
@@ -255,8 +255,8 @@ def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str,
             "data": {"path": str(Path(dataset.path).resolve()), "sha256": dataset.sha256,
                      "words": dataset.words,
                      "windows": {k: v.targets for k, v in dataset.splits.items()}},
-            "kind": model.kind, "parameters": model.num_parameters(), "status": "running",
-            "step": 0, "seconds": 0.0}
+            "kind": model.kind, "parameters": model.num_parameters(),
+            "processes": sync.world.size, "status": "running", "step": 0, "seconds": 0.0}
 
     def fill(tmp: Path) -> None:  # only once the model is built: a failed start leaves nothing
         rundir.write_json(tmp / rundir.SPEC, run_spec.qualified(registry).to_dict())
@@ -282,10 +282,15 @@ def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None,
     if not isinstance(meta.get("data"), dict):
         raise ArtifactError(f"{out / rundir.META} is corrupted: no 'data' table")
     recipe = resolve_recipe(run_spec.train, source=str(out / rundir.SPEC))
+    # older runs did not record their process count
+    check_processes(out, meta.setdefault("processes", sync.world.size), sync.world.size)
     at = checkpoint_step(out)
     if "steps" in overrides:
         steps = overrides["steps"]
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < at:
+        if not isinstance(steps, int) or isinstance(steps, bool):
+            raise SpecError(f"train.steps: expected an integer, got {steps!r} (--steps and "
+                            "--set train.steps=N set it)")
+        if steps < at:
             raise SpecError(f"--steps {steps}: {out} is at step {at:,}; a run can be extended "
                             f"to {at:,} steps or more, not shortened below where it is")
         if steps != recipe.steps:
@@ -362,10 +367,23 @@ def _evaluation(s: Loop, seconds: float) -> dict[str, Any]:
     s.pending = []
     if s.sync.writer:  # the other ranks wait for rank 0 in _checkpoint
         curves.write_rows(s.out / rundir.METRICS, s.rows)
-    if s.draw is not None:
-        s.draw(s.rows, force=len(s.rows) == 1 or s.step == s.recipe.steps)
     _checkpoint(s, "running", seconds)
+    _redraw(s, force=len(s.rows) == 1 or s.step == s.recipe.steps)
     return row
+
+
+def _redraw(s: Loop, *, force: bool) -> None:
+    """Redraw loss.png (rank 0), after the checkpoint: a plot is never worth the steps. One
+    that cannot be written is a warning, and the run goes on without it."""
+    if s.draw is None:
+        return
+    try:
+        s.draw(s.rows, force=force)
+    except (ZooError, OSError, ValueError, RuntimeError) as e:  # written atomically, or not
+        s.draw = None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        warnings.warn(f"cannot draw {s.out / rundir.PLOT} ({reason}); training goes on "
+                      "without it", RunWarning, stacklevel=1)
 
 
 def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
@@ -384,9 +402,8 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
         while s.step < recipe.steps:
             signum = s.sync.max(received[0] if received else 0)  # all ranks stop at one step
             if signum:
-                if s.draw is not None:
-                    s.draw(s.rows, force=True)
                 _checkpoint(s, "interrupted", seconds())
+                _redraw(s, force=True)
                 name = signal.Signals(signum).name
                 raise s.sync.own(Interrupted(
                     f"{name} at step {s.step:,} of {recipe.steps:,}: checkpoint saved; continue "
