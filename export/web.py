@@ -21,6 +21,7 @@ are installed, to print the spec's layer summary on the card.
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import importlib.resources
 import json
@@ -227,7 +228,8 @@ def _sidecar(meta: Metadata, source: Path, registry: Registry | None, ort_versio
              ) -> dict[str, Any]:
     """model.json: the file's layerzoo metadata, plus the card's summary when it can be built."""
     summary, parameters = _summary(meta, source, registry)
-    return {"model": MODEL_NAME, "source": source.name, "vocab": list(meta.vocab),
+    return {"model": MODEL_NAME, "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+            "source": source.name, "vocab": list(meta.vocab),
             "context": meta.context, "spec": meta.spec, "metrics": meta.metrics,
             "quantized": meta.quantized, "versions": meta.versions,
             "parameters": parameters, "summary": summary, "onnxruntime_web": ort_version,

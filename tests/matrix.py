@@ -63,3 +63,32 @@ def no_hang(seconds: int = 60) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+# Sampling options that `zoo sample` and `node sample.mjs` both refuse, each with a fragment of
+# the one line both print: tests/test_runtime.py runs the table against zoo sample,
+# tests/test_web.py against node, so the two samplers refuse the same inputs in the same words.
+SAMPLING_REFUSED = [
+    (["-n", "-1"], 'expected a whole number >= 0, got "-1"'),
+    (["-n", "1_000"], 'expected a whole number >= 0, got "1_000"'),
+    (["-n", "+5"], 'expected a whole number >= 0, got "+5"'),
+    (["-n", "1e3"], 'expected a whole number >= 0, got "1e3"'),
+    (["-n", "\u0663"], 'expected a whole number >= 0, got "\u0663"'),  # an Arabic-Indic 3
+    (["--seed", "-1"], 'expected a whole number >= 0, got "-1"'),
+    (["--seed", str(2**64)], "must be an integer in [0, 2**64)"),
+    (["--start", str(2**64 - 1), "-n", "3"], "start + n must be at most 2**64"),
+    (["--start", "0x10"], 'expected a whole number >= 0, got "0x10"'),
+    (["--temperature", "0x10"], 'expected a decimal number, got "0x10"'),
+    (["--temperature", "inf"], 'expected a decimal number, got "inf"'),
+    (["--temperature", "nan"], 'expected a decimal number, got "nan"'),
+    (["--temperature", "1_0"], 'expected a decimal number, got "1_0"'),
+    (["--temperature", "0"], "temperature must be a number > 0"),
+    (["--temperature", "-2"], "temperature must be a number > 0"),
+    (["--temperature", "1e400"], "temperature must be a number > 0"),
+    (["--top-k", "0"], 'expected a whole number >= 1, got "0"'),
+    (["--top-k", "1.5"], 'expected a whole number >= 1, got "1.5"'),
+    (["--max-length", "0"], 'expected a whole number >= 1, got "0"'),
+    (["--max-length", str(2**23 + 1)], "must be an integer >= 1 and <= 8,388,608"),
+    (["--prefix", "Zé"], "has characters outside the model's vocabulary"),
+    (["--colour", "red"], "--colour"),
+]

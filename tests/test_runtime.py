@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from matrix import SAMPLING_REFUSED, assert_clean_error
 from onnx import external_data_helper
 
 from zoo.errors import ArtifactError
@@ -293,15 +294,6 @@ def test_zoo_sample_start_and_n_are_index_stable(mlp_bn: tuple[Path, Path], cli)
     assert len(ten) == 10 and five == ten[:5] and later.stdout.splitlines() == ten[5:]
 
 
-@pytest.mark.parametrize("seed", ["18446744073709551616", "-1"])
-def test_zoo_sample_seed_out_of_range_is_one_line(mlp_bn: tuple[Path, Path], cli,
-                                                  seed: str) -> None:
-    result = cli("sample", str(mlp_bn[1]), "--seed", seed)
-    assert result.exit_code == 2 and result.stdout == ""
-    assert "seed must be an integer in [0, 2**64)" in result.stderr
-    assert result.stderr.count("\n") == 1
-
-
 def test_the_sampler_runs_each_call_on_one_thread(mlp_bn: tuple[Path, Path],
                                                   exported: Exported) -> None:
     """The sampler grows a chunk per core at once: a file opened for it runs each call on one
@@ -348,3 +340,9 @@ def test_ctrl_c_in_sample_exits_130_after_whole_words(mlp_bn: tuple[Path, Path])
     words, model = (first + out).decode().splitlines(), OnnxModel.load(path)
     assert words == sample(model.sampling_model(), vocab=model.vocab, context=model.context,
                            n=len(words), seed=0)
+
+
+@pytest.mark.parametrize("args, fragment", SAMPLING_REFUSED)
+def test_zoo_sample_refuses_what_node_refuses(args: list[str], fragment: str, cli,
+                                              mlp_bn: tuple[Path, Path]) -> None:
+    assert_clean_error(cli("sample", str(mlp_bn[1]), *args), fragment)

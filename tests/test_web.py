@@ -7,6 +7,7 @@ missing ``node`` or ``node_modules`` fails these tests rather than skipping them
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import shutil
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from matrix import assert_clean_error, snapshot
+from matrix import SAMPLING_REFUSED, assert_clean_error, snapshot
 
 from zoo import webpage as web
 from zoo.export.runtime import OnnxModel
@@ -126,18 +127,60 @@ def test_node_words_are_index_stable(site) -> None:
     assert node_words(folder, ["-n", "0"]) == []
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--prefix", "Zé"], "prefix \"Zé\" has characters outside the model's vocabulary"),
-    (["--temperature", "0"], "--temperature must be a number > 0"),
-    (["--top-k", "0"], "--top-k must be an integer >= 1"),
-    (["--seed", str(2**64)], "--seed must be an integer in [0, 2**64)"),
-    (["-n", "-3"], "-n"),
-    (["--colour", "red"], "--colour"),
-])
+@pytest.mark.parametrize("args, fragment", SAMPLING_REFUSED)
 def test_node_sampler_bad_options_one_line(args: list[str], fragment: str, site) -> None:
     done = subprocess.run([node(), str(site("mlp-bn") / "sample.mjs"), *args],
                           capture_output=True, text=True, timeout=NODE_TIMEOUT)
     assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert fragment in done.stderr
+
+
+def test_node_stops_when_its_reader_goes_away(site) -> None:
+    """`node sample.mjs -n 1000000000000 | head -3`: it stops at once, quietly."""
+    proc = subprocess.Popen([node(), str(site("mlp-bn") / "sample.mjs"), "-n", str(10**12)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = [proc.stdout.readline() for _ in range(3)]
+    proc.stdout.close()
+    assert all(line.endswith(b"\n") for line in lines)
+    assert proc.wait(timeout=NODE_TIMEOUT) == 0 and proc.stderr.read() == b""
+
+
+def _edit(card: dict, **fields) -> dict:
+    return {**card, **fields}
+
+
+TAMPERED = [  # model.json edited by hand: each is one line naming it, before any model runs
+    ("duplicate-symbols", lambda c: _edit(c, vocab=[*c["vocab"][:2], *c["vocab"][1:]]),
+     "model.json: vocab must be '.' followed by distinct single characters"),
+    ("two-character-symbol", lambda c: _edit(c, vocab=[".", "ab", *c["vocab"][2:]]),
+     "model.json: vocab must be '.' followed by distinct single characters"),
+    ("path-out-of-the-site", lambda c: _edit(c, model="../model.onnx"),
+     'model.json: model must be the name of a file in the site folder, got "../model.onnx"'),
+    ("url", lambda c: _edit(c, model="https://example.com/m.onnx"),
+     "model.json: model must be the name of a file in the site folder"),
+    ("huge-context", lambda c: _edit(c, context=100_000_000),
+     "model.json: context must be an integer from 1 to 4096, got 100000000"),
+    ("other-context", lambda c: _edit(c, context=c["context"] + 1),
+     "is not the model's"),
+    ("no-sha256", lambda c: {k: v for k, v in c.items() if k != "sha256"},
+     "model.json: sha256 must be the model file's sha256"),
+    ("other-model", lambda c: _edit(c, sha256="0" * 64),
+     "model.onnx is not the model model.json describes"),
+    ("not-an-object", lambda c: [c], "model.json: not an object"),
+]
+
+
+@pytest.mark.parametrize("name, tamper, fragment", TAMPERED, ids=[t[0] for t in TAMPERED])
+def test_node_refuses_a_tampered_model_json(name: str, tamper, fragment: str, site,
+                                            tmp_path: Path) -> None:
+    folder = tmp_path / "site"
+    shutil.copytree(site("mlp-bn"), folder)
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+    (folder / "model.json").write_text(json.dumps(tamper(card)), encoding="utf-8")
+    done = subprocess.run([node(), str(folder / "sample.mjs"), "-n", "3"], capture_output=True,
+                          text=True, timeout=NODE_TIMEOUT)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
     assert fragment in done.stderr
 
@@ -153,6 +196,7 @@ def test_folder_has_page_model_sidecar_and_wasm(site, exported: Exported) -> Non
     assert card["vocab"] == list(model.vocab) and card["context"] == model.context
     assert card["spec"] == model.spec and card["metrics"] == model.metrics
     assert card["quantized"] is None and card["model"] == "model.onnx"
+    assert card["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     run_meta = json.loads((run_dir / "meta.json").read_text())
     assert card["metrics"] == run_meta["metrics"]
     assert card["parameters"] > 0 and f"{card['parameters']:,}" in card["summary"]

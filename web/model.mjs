@@ -25,17 +25,79 @@ async function readBytes(base, name) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
+const MAX_CONTEXT = 4096; // as zoo.spec's MAX_CONTEXT
+const MAX_STATE = 1 << 24; // floats of state per sequence: far above any zoo model
+const FILE_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/; // a file of the site folder, no path or URL
+
+/** Every problem of model.json at once (before anything is loaded), or none. */
+function cardProblems(card) {
+  if (card === null || typeof card !== "object" || Array.isArray(card)) return ["not an object"];
+  const problems = [];
+  const { vocab, context, model, state } = card;
+  if (!Array.isArray(vocab) || vocab.length < 2 || vocab[0] !== "."
+      || vocab.some((c) => typeof c !== "string" || [...c].length !== 1)
+      || new Set(vocab).size !== vocab.length) {
+    problems.push("vocab must be '.' followed by distinct single characters");
+  }
+  if (!Number.isSafeInteger(context) || context < 1 || context > MAX_CONTEXT) {
+    problems.push(`context must be an integer from 1 to ${MAX_CONTEXT}, got `
+      + `${JSON.stringify(context)}`);
+  }
+  if (typeof model !== "string" || !FILE_NAME.test(model)) {
+    problems.push(`model must be the name of a file in the site folder, got `
+      + `${JSON.stringify(model)}`);
+  }
+  if (typeof card.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(card.sha256)) {
+    problems.push("sha256 must be the model file's sha256 (64 hex digits)");
+  }
+  if (card.format !== "1" && card.format !== "2") {
+    problems.push(`format must be "1" or "2", got ${JSON.stringify(card.format)}`);
+  } else if (card.format === "2" && !(Array.isArray(state) && state.every((s) => Array.isArray(s)
+      && typeof s[0] === "string" && typeof s[2] === "boolean" && Array.isArray(s[1])
+      && s[1].length >= 1 && s[1].every((d) => Number.isSafeInteger(d) && d >= 1))
+      && state.reduce((n, s) => n + s[1].reduce((a, b) => a * b, 1), 0) <= MAX_STATE)) {
+    problems.push("state must list [name, dims, cache] entries of positive sizes");
+  }
+  return problems;
+}
+
+/** The hex sha256 of ``bytes``, or null where WebCrypto is missing (a plain-http LAN page). */
+async function sha256(bytes) {
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) return null;
+  const digest = new Uint8Array(await subtle.digest("SHA-256", bytes));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 /** The site's model, ready to sample: ``{ card, vocab, context, logits, sample }``. */
 export async function loadModel(base) {
-  const card = JSON.parse(new TextDecoder().decode(await readBytes(base, "model.json")));
+  let card;
+  try {
+    card = JSON.parse(new TextDecoder().decode(await readBytes(base, "model.json")));
+  } catch (e) {
+    throw new Error(`model.json: ${`${e.message ?? e}`.split("\n")[0]}`);
+  }
+  const problems = cardProblems(card);
+  if (problems.length) throw new Error(`model.json: ${problems.join("; ")}`);
   // one thread: the page needs no cross-origin isolation, and Node exits when done
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.wasmPaths = new URL("./", import.meta.url).href;
   ort.env.logLevel = "error";
-  const session = await ort.InferenceSession.create(await readBytes(base, card.model), {
-    executionProviders: ["wasm"],
-  });
+  const bytes = await readBytes(base, card.model);
+  const digest = await sha256(bytes);
+  if (digest !== null && digest !== card.sha256) {
+    throw new Error(`${card.model} is not the model model.json describes (its sha256 is `
+      + `${digest.slice(0, 12)}..., model.json says ${card.sha256.slice(0, 12)}...); write the `
+      + "folder again with `zoo web`");
+  }
+  const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
   const { vocab, context } = card;
+  const wrong = card.format === "2"
+    ? card.state.filter(([name]) => !session.inputNames.includes(`past.${name}`))
+      .map(([name]) => `state ${JSON.stringify(name)} is not an input of the model`)
+    : [session.inputMetadata?.[0]?.shape?.[1]].filter((t) => typeof t === "number"
+      && t !== context).map((t) => `context ${context} is not the model's (${t})`);
+  if (wrong.length) throw new Error(`model.json: ${wrong.join("; ")}`);
   if (card.format === "2") return stepModel(card, session);
   const input = session.inputNames[0];
   const output = session.outputNames[0];

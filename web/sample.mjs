@@ -21,27 +21,50 @@ function fail(message) {
 
 const flag = (name) => (name.length === 1 ? `-${name}` : `--${name}`);
 
+// numbers as zoo/options.py reads them: decimal notation only, out-of-range values named
+const WHOLE = /^-?[0-9]+$/;
+const DECIMAL = /^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$/;
+const VALUED = new Set(["-n", "--n", "--seed", "--temperature", "--top-k", "--prefix",
+  "--max-length", "--start"]);
+
 function integer(name, text, min = 0) {
   if (text === undefined) return undefined;
-  if (!/^\d+$/.test(text) || Number(text) < min || !Number.isSafeInteger(Number(text))) {
-    fail(`${flag(name)} must be an integer >= ${min}, got ${JSON.stringify(text)}`);
+  if (!WHOLE.test(text) || Number(text) < min || !Number.isSafeInteger(Number(text))) {
+    fail(`${flag(name)}: expected a whole number >= ${min}, got ${JSON.stringify(text)}`);
   }
   return Number(text);
 }
 
 function bigInteger(name, text) {
   if (text === undefined) return 0n;
-  if (!/^\d+$/.test(text) || BigInt(text) >= 1n << 64n) {
+  if (!WHOLE.test(text) || BigInt(text) < 0n) {
+    fail(`--${name}: expected a whole number >= 0, got ${JSON.stringify(text)}`);
+  }
+  if (BigInt(text) >= 1n << 64n) {
     fail(`--${name} must be an integer in [0, 2**64), got ${JSON.stringify(text)}`);
   }
   return BigInt(text);
+}
+
+/** ``-n -1`` as ``--n=-1``: node's parseArgs takes a value that starts with '-' for an option. */
+function joinNegatives(argv) {
+  const out = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (VALUED.has(argv[i]) && i + 1 < argv.length && /^-[0-9.]/.test(argv[i + 1])) {
+      out.push(`${argv[i] === "-n" ? "--n" : argv[i]}=${argv[i + 1]}`);
+      i++;
+    } else {
+      out.push(argv[i]);
+    }
+  }
+  return out;
 }
 
 function parse(argv) {
   let values;
   try {
     ({ values } = parseArgs({
-      args: argv,
+      args: joinNegatives(argv),
       options: {
         n: { type: "string", short: "n" }, seed: { type: "string" },
         temperature: { type: "string" }, "top-k": { type: "string" },
@@ -56,15 +79,13 @@ function parse(argv) {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
-  const temperature = values.temperature === undefined ? 1.0 : Number(values.temperature);
-  if (values.temperature !== undefined
-      && (values.temperature.trim() === "" || !Number.isFinite(temperature) || temperature <= 0)) {
-    fail(`--temperature must be a number > 0, got ${JSON.stringify(values.temperature)}`);
+  if (values.temperature !== undefined && !DECIMAL.test(values.temperature)) {
+    fail(`--temperature: expected a decimal number, got ${JSON.stringify(values.temperature)}`);
   }
   return {
     n: integer("n", values.n) ?? 20,
     seed: bigInteger("seed", values.seed),
-    temperature,
+    temperature: values.temperature === undefined ? 1.0 : Number(values.temperature),
     topK: integer("top-k", values["top-k"], 1) ?? null,
     prefix: values.prefix ?? "",
     maxLength: integer("max-length", values["max-length"], 1) ?? 64,
@@ -79,9 +100,23 @@ async function main() {
   do { // once even for -n 0, so bad settings are still reported
     const n = Math.min(CHUNK, options.n - done);
     const words = await model.sample({ ...options, n, start: options.start + BigInt(done) });
-    if (words.length) process.stdout.write(`${words.join("\n")}\n`);
+    if (words.length) await write(`${words.join("\n")}\n`);
     done += n;
   } while (done < options.n);
+}
+
+/**
+ * Write and wait until the text is out: sampling never yields to Node's I/O otherwise, so a
+ * reader that went away (`| head -3`) would go unnoticed; then stop, quietly.
+ */
+function write(text) {
+  return new Promise((resolve) => {
+    process.stdout.write(text, (e) => {
+      if (!e) resolve();
+      else if (e.code === "EPIPE") process.exit(0);
+      else fail(`cannot write the words: ${e.message}`);
+    });
+  });
 }
 
 main().catch((e) => {

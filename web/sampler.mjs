@@ -13,6 +13,7 @@
 import { uniform, wordKey } from "./rng.mjs";
 
 export const MAX_SEED = (1n << 64n) - 1n;
+export const MAX_LENGTH = 2 ** 23; // characters of a word, as zoo.sampling's MAX_LENGTH
 // words per batch, as zoo.sampling's CHUNK: an int8 file quantises its activations over a
 // batch, so the same words need the same batches
 export const CHUNK = 4096;
@@ -42,6 +43,9 @@ export function settings(options) {
   }
   if (typeof o.start !== "bigint" || o.start < 0n || o.start > MAX_SEED) {
     problems.push(`start must be an integer in [0, 2**64), got ${o.start}`);
+  } else if (isCount(o.n) && o.n > 0 && o.start + BigInt(o.n) > MAX_SEED + 1n) {
+    problems.push(`start + n must be at most 2**64 (word indices are uint64), got ${o.start} `
+      + `+ ${o.n}`);
   }
   if (typeof o.temperature !== "number" || !Number.isFinite(o.temperature)
       || o.temperature <= 0) {
@@ -50,8 +54,9 @@ export function settings(options) {
   if (o.topK !== null && (!Number.isSafeInteger(o.topK) || o.topK < 1)) {
     problems.push(`top-k must be an integer >= 1, got ${o.topK}`);
   }
-  if (!Number.isSafeInteger(o.maxLength) || o.maxLength < 1) {
-    problems.push(`max-length must be an integer >= 1, got ${o.maxLength}`);
+  if (!Number.isSafeInteger(o.maxLength) || o.maxLength < 1 || o.maxLength > MAX_LENGTH) {
+    problems.push(`max-length must be an integer >= 1 and <= ${MAX_LENGTH.toLocaleString("en")}`
+      + `, got ${o.maxLength}`);
   } else if ([...o.prefix].length > o.maxLength) {
     problems.push(`prefix ${JSON.stringify(o.prefix)} is longer than max-length ${o.maxLength}`);
   }

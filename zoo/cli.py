@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from zoo.errors import SpecError, ZooError
+from zoo.options import Decimal, Whole
 
 if TYPE_CHECKING:
     from zoo.registry import Registry
@@ -333,17 +334,17 @@ def export_cmd(ctx: click.Context, run: Path, output: Path | None, opset: int,
 
 @main.command("sample")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-n", "count", type=click.IntRange(min=0), default=20, show_default=True,
+@click.option("-n", "count", type=Whole(0), default=20, show_default=True,
               help="How many words (streamed: any number).")
-@click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--start", type=Whole(0), default=0, show_default=True,
               help="Index of the first word: --start 5 -n 5 gives words 5..9 of -n 10.")
-@click.option("--seed", type=int, default=0, show_default=True, help="In [0, 2**64).")
-@click.option("--temperature", type=float, default=1.0, show_default=True,
+@click.option("--seed", type=Whole(0), default=0, show_default=True, help="In [0, 2**64).")
+@click.option("--temperature", type=Decimal(), default=1.0, show_default=True,
               help="Divide the logits by this (> 0; lower is more conservative).")
-@click.option("--top-k", type=click.IntRange(min=1), default=None,
+@click.option("--top-k", type=Whole(1), default=None,
               help="Sample only from the K most likely characters (1 is greedy).")
 @click.option("--prefix", default="", help="Start every word with this.")
-@click.option("--max-length", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--max-length", type=Whole(1), default=64, show_default=True,
               help="Cut words at this many characters.")
 @click.pass_context
 def sample_cmd(ctx: click.Context, source: Path, count: int, start: int, seed: int,
