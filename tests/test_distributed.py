@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -89,22 +90,28 @@ def error_lines(stderr: str) -> list[str]:
 # -- equality with one process -------------------------------------------------------------
 
 
-def test_torchrun_two_processes_give_the_weights_of_one(tmp_path, tiny_words):
-    spec = write_spec(tmp_path, "tiny", LAYERS, steps=50, eval_every=25)
-    one = train(str(spec), data=tiny_words, out=tmp_path / "one", progress=False,
-                device="cpu")
-    proc = zoo("train", str(spec), "--data", str(tiny_words), "--out", str(tmp_path / "two"),
-               "--samples", "2", "--device", "cpu",
+def one_and_two(spec: Path, words: Path, folder: Path, samples: str) -> tuple[Any, dict, str]:
+    """Train ``spec`` in this process and under torchrun on two ranks: (the one-process
+    result, the two-rank run's meta.json, the two-rank run's stdout)."""
+    one = train(str(spec), data=words, out=folder / "one", progress=False, device="cpu")
+    proc = zoo("train", str(spec), "--data", str(words), "--out", str(folder / "two"),
+               "--samples", samples, "--device", "cpu",
                launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                          "2"])
     code, out, err = finish(proc)
     assert code == 0, err
-    assert out.count("trained ") == 1 and out.count("samples: ") == 1  # rank 0 speaks alone
-    # DDP averages the two slice means: the global batch's mean, as in one process
-    assert max_diff(one.path, tmp_path / "two") < 1e-5
-    meta = json.loads((tmp_path / "two" / rundir.META).read_text(encoding="utf-8"))
-    assert meta["status"] == "finished" and meta["step"] == 50
+    # DDP averages the ranks' gradients: the global batch's mean, as in one process
+    assert max_diff(one.path, folder / "two") < 1e-5
+    meta = json.loads((folder / "two" / rundir.META).read_text(encoding="utf-8"))
     assert meta["metrics"]["val_loss"] == pytest.approx(one.metrics["val_loss"], abs=1e-4)
+    return one, meta, out
+
+
+def test_torchrun_two_processes_give_the_weights_of_one(tmp_path, tiny_words):
+    spec = write_spec(tmp_path, "tiny", LAYERS, steps=50, eval_every=25)
+    _, meta, out = one_and_two(spec, tiny_words, tmp_path, samples="2")
+    assert out.count("trained ") == 1 and out.count("samples: ") == 1  # rank 0 speaks alone
+    assert meta["status"] == "finished" and meta["step"] == 50
 
 
 def test_a_sequence_model_on_two_processes_gives_the_weights_of_one(tmp_path, tiny_words):
@@ -114,18 +121,8 @@ def test_a_sequence_model_on_two_processes_gives_the_weights_of_one(tmp_path, ti
     spec.write_text(json.dumps({"model": {"context": "auto", "layers": [
         {"type": "embedding", "dim": 8}, {"type": "gru", "hidden": 16}, "linear"]},
         "train": {"steps": 30, "batch_size": 16, "eval_every": 15}}), encoding="utf-8")
-    one = train(str(spec), data=tiny_words, out=tmp_path / "one", progress=False,
-                device="cpu")
-    proc = zoo("train", str(spec), "--data", str(tiny_words), "--out", str(tmp_path / "two"),
-               "--samples", "0", "--device", "cpu",
-               launcher=["-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                         "2"])
-    code, _, err = finish(proc)
-    assert code == 0, err
-    assert max_diff(one.path, tmp_path / "two") < 1e-5
-    meta = json.loads((tmp_path / "two" / rundir.META).read_text(encoding="utf-8"))
-    assert meta["kind"] == "sequence" and meta["step"] == 30
-    assert meta["metrics"]["val_loss"] == pytest.approx(one.metrics["val_loss"], abs=1e-4)
+    _, meta, _ = one_and_two(spec, tiny_words, tmp_path, samples="0")
+    assert meta["kind"] == "sequence" and meta["step"] == 30 and meta["processes"] == 2
 
 
 # -- stopping: Ctrl-C, resume, a dying rank ------------------------------------------------
