@@ -22,6 +22,7 @@ from zoo import files
 from zoo.errors import ArtifactError
 from zoo.export.contract import (
     INPUT,
+    INT8_DYNAMIC,
     OUTPUT,
     POSITION,
     TOKEN,
@@ -33,7 +34,7 @@ from zoo.export.contract import (
 )
 from zoo.sampling import entries_so_far, sample
 
-__all__ = ["OnnxModel", "external_tensors"]
+__all__ = ["OnnxModel", "external_tensors", "graph_ops", "QUANTIZED_OPS"]
 
 MAX_NESTING = 64  # subgraphs inside subgraphs: deeper than any real model, shallow for a bomb
 
@@ -55,6 +56,10 @@ _NODE = {5: "attribute"}
 _ATTRIBUTE = {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"}
 _SPARSE = {1: "tensor", 2: "tensor"}
 _TENSOR_NAME, _TENSOR_EXTERNAL, _TENSOR_LOCATION = 8, 13, 14
+_MODEL_GRAPH, _GRAPH_NODE, _NODE_OP_TYPE = 7, 1, 4  # ModelProto.graph, .node, NodeProto.op_type
+# what onnxruntime's quantisers put in a graph, and no float model has
+QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "QLinearMatMul",
+                 "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 _KINDS = {"graph": _GRAPH, "node": _NODE, "attribute": _ATTRIBUTE, "sparse": _SPARSE,
           "training": _TRAINING, "function": _FUNCTION}
 
@@ -108,8 +113,11 @@ class OnnxModel:
 
     @property
     def quantized(self) -> str | None:
-        """How the weights were quantised (``"int8-dynamic"``), or None for fp32."""
-        return self.meta.quantized
+        """How the weights were quantised (``"int8-dynamic"``), or None for fp32: from the
+        metadata, else from the graph (a file whose metadata key was removed is still int8)."""
+        if self.meta.quantized:
+            return self.meta.quantized
+        return INT8_DYNAMIC if graph_ops(self._data) & QUANTIZED_OPS else None
 
     def logits(self, context: np.ndarray) -> np.ndarray:
         """Next-character logits float32 [B, V] for int64 token ids [B, T] (format 1)."""
@@ -252,6 +260,20 @@ def external_tensors(data: bytes, path: Path | str = "<bytes>") -> list[str]:
     except (ValueError, IndexError) as e:
         raise ArtifactError(f"{path} is not a valid ONNX model (corrupted or truncated: "
                             f"{e})") from None
+
+
+def graph_ops(data: bytes) -> set[str]:
+    """The op types of the main graph's nodes of a serialized ModelProto (no onnx package)."""
+    ops = set()
+    for number, graph in _fields(memoryview(data)):
+        if number != _MODEL_GRAPH or isinstance(graph, int):
+            continue
+        for field, node in _fields(graph):
+            if field != _GRAPH_NODE or isinstance(node, int):
+                continue
+            ops.update(bytes(value).decode("utf-8", "replace") for key, value in _fields(node)
+                       if key == _NODE_OP_TYPE and not isinstance(value, int))
+    return ops
 
 
 def _walk(data: memoryview, fields: dict[int, str], depth: int) -> Iterator[str]:

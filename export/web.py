@@ -86,8 +86,8 @@ def build_site(model_path: str | Path, out: str | Path, *, ort_dir: str | Path |
     _check_out(out)
     sources = find_ort_dir(ort_dir)
     # the contract's checks (export/contract.py): layerzoo metadata, signature, no external data
-    meta = OnnxModel.load(model_path).meta
-    sidecar = _sidecar(meta, model_path, registry, _ort_version(sources))
+    model = OnnxModel.load(model_path)
+    sidecar = _sidecar(model, model_path, registry, _ort_version(sources))
     page = importlib.resources.files("zoo.webpage")
     # an empty folder that exists ('.', or one reached through a link) is kept and filled:
     # removed and replaced, it would leave a shell inside it in a deleted folder
@@ -224,14 +224,15 @@ def _check_out(out: Path) -> None:
         raise ArtifactError(f"cannot write {out}: folder {out.parent} does not exist")
 
 
-def _sidecar(meta: Metadata, source: Path, registry: Registry | None, ort_version: str | None
-             ) -> dict[str, Any]:
+def _sidecar(model: OnnxModel, source: Path, registry: Registry | None,
+             ort_version: str | None) -> dict[str, Any]:
     """model.json: the file's layerzoo metadata, plus the card's summary when it can be built."""
+    meta = model.meta
     summary, parameters = _summary(meta, source, registry)
     return {"model": MODEL_NAME, "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
             "source": source.name, "vocab": list(meta.vocab),
             "context": meta.context, "spec": meta.spec, "metrics": meta.metrics,
-            "quantized": meta.quantized, "versions": meta.versions,
+            "quantized": model.quantized, "versions": meta.versions,
             "parameters": parameters, "summary": summary, "onnxruntime_web": ort_version,
             "format": meta.format,
             "state": [[name, list(dims), cache] for name, dims, cache in meta.state]}

@@ -19,6 +19,7 @@ from zoo.export.contract import INT8_DYNAMIC, LAYERZOO_KEYS, QUANTIZED_KEY
 from zoo.export.onnx import export_onnx, export_run
 from zoo.export.quantize import quantize_onnx
 from zoo.export.runtime import OnnxModel
+from zoo.export.web import build_site
 from zoo.registry import ALLOW_ENV, get_registry, reset_registry
 
 Exported = Callable[[str], tuple[Path, Path]]
@@ -111,6 +112,25 @@ def test_unsupported_opset_is_refused_and_nothing_written(exported: Exported, cl
     result = cli("export", str(run_dir), "--opset", opset, "-o", str(out))
     assert result.exit_code == 2 and f"opset {opset} is not supported" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_int8_is_known_from_the_graph_when_its_metadata_key_is_gone(exported: Exported, cli,
+                                                                     tmp_path: Path) -> None:
+    run_dir, fp32 = exported("mlp")
+    proto = onnx.load(quantize_onnx(fp32, tmp_path / "q.onnx"), load_external_data=False)
+    kept = [p for p in proto.metadata_props if p.key != QUANTIZED_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(proto.SerializeToString())
+    assert OnnxModel.load(bare).quantized == INT8_DYNAMIC
+    assert OnnxModel.load(fp32).quantized is None
+    assert_clean_error(cli("export", str(bare), "--int8", "-o", str(tmp_path / "qq.onnx")),
+                       "already quantised")
+    check = cli("check", str(run_dir), str(bare), "--max-loss-drift", "5")
+    assert check.exit_code == 0 and "drift" in check.output, check.output
+    site = build_site(bare, tmp_path / "site")
+    assert json.loads((site.path / "model.json").read_text())["quantized"] == INT8_DYNAMIC
 
 
 RUN_FILES = ("weights.safetensors", "checkpoint.safetensors", "spec.json", "meta.json",
