@@ -11,6 +11,7 @@ before onnxruntime sees it: a file that is not ONNX, or any tensor that points a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ class OnnxModel:
         self.path = path
         self.meta = meta
         self.threads = threads  # onnxruntime's intra-op threads per call (None: one per core)
-        self._data = data
+        self.data = data  # the file's bytes, as read and checked
         self._sampler: OnnxModel | None = None
         self.vocab = meta.vocab
         self.context = meta.context
@@ -111,13 +112,13 @@ class OnnxModel:
         """The training run's final losses, if the file carries them."""
         return self.meta.metrics
 
-    @property
+    @functools.cached_property
     def quantized(self) -> str | None:
         """How the weights were quantised (``"int8-dynamic"``), or None for fp32: from the
         metadata, else from the graph (a file whose metadata key was removed is still int8)."""
         if self.meta.quantized:
             return self.meta.quantized
-        return INT8_DYNAMIC if graph_ops(self._data) & QUANTIZED_OPS else None
+        return INT8_DYNAMIC if graph_ops(self.data) & QUANTIZED_OPS else None
 
     def logits(self, context: np.ndarray) -> np.ndarray:
         """Next-character logits float32 [B, V] for int64 token ids [B, T] (format 1)."""
@@ -182,7 +183,7 @@ class OnnxModel:
         binding.bind_cpu_input(POSITION, np.array(position, np.int64))
         for name, given in zip(self.state_names, entries_so_far(state, self.caches, position),
                                strict=True):
-            binding.bind_cpu_input(name, np.ascontiguousarray(given))
+            binding.bind_cpu_input(name, given)  # contiguous: checked above, cut time first
         logits = np.empty((len(x), len(self.vocab)), np.float32)  # (A, V)
         outputs = [logits]
         for old, cache in zip(state, self.caches, strict=True):
@@ -212,8 +213,8 @@ class OnnxModel:
             model = self
         else:
             if self._sampler is None:
-                self._sampler = OnnxModel(_session(self._data, 1, self.path), self.path,
-                                          self.meta, self._data, 1)
+                self._sampler = OnnxModel(_session(self.data, 1, self.path), self.path,
+                                          self.meta, self.data, 1)
             model = self._sampler
         return model if self.meta.step else model.logits
 

@@ -55,6 +55,7 @@ ORT_SUBDIR = Path("node_modules") / "onnxruntime-web" / "dist"
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 PAGE_FILES = ("index.html", "page.mjs", "model.mjs", "sampler.mjs", "rng.mjs", "sample.mjs")
 MODEL_NAME, SIDECAR = "model.onnx", "model.json"
+SITE_FILES = (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES)  # everything a folder holds
 INSTALL_HINT = "run `npm ci` in the layerzoo checkout (make does it)"
 MIME = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
         ".json": "application/json", ".onnx": "application/octet-stream"}
@@ -96,7 +97,7 @@ def build_site(model_path: str | Path, out: str | Path, *, ort_dir: str | Path |
     staging = Path(tempfile.mkdtemp(prefix=".zoo-web-" if keep else f".{out.name}.",
                                     dir=target if keep else out.parent))
     try:
-        shutil.copyfile(model_path, staging / MODEL_NAME)
+        (staging / MODEL_NAME).write_bytes(model.data)  # the bytes checked and hashed
         (staging / SIDECAR).write_text(json.dumps(sidecar, ensure_ascii=False, indent=1) + "\n",
                                        encoding="utf-8")
         for name in PAGE_FILES:
@@ -105,7 +106,7 @@ def build_site(model_path: str | Path, out: str | Path, *, ort_dir: str | Path |
             shutil.copyfile(sources / name, staging / name)
         staging.chmod(0o755)  # mkdtemp makes it private; a served folder is for reading
         if keep:  # each file moved in whole, then the staging folder removed
-            for name in (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES):
+            for name in SITE_FILES:
                 os.replace(staging / name, target / name)
             staging.rmdir()
         else:
@@ -113,11 +114,10 @@ def build_site(model_path: str | Path, out: str | Path, *, ort_dir: str | Path |
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
         if keep:  # the folder was empty: leave it so
-            for name in (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES):
+            for name in SITE_FILES:
                 (target / name).unlink(missing_ok=True)
         raise ArtifactError(f"cannot write {out}: {e.strerror or e}") from None
-    files = (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES)
-    return Site(out, files, sum((out / name).stat().st_size for name in files))
+    return Site(out, SITE_FILES, sum((out / name).stat().st_size for name in SITE_FILES))
 
 
 def find_ort_dir(override: str | Path | None = None) -> Path:
@@ -229,7 +229,7 @@ def _sidecar(model: OnnxModel, source: Path, registry: Registry | None,
     """model.json: the file's layerzoo metadata, plus the card's summary when it can be built."""
     meta = model.meta
     summary, parameters = _summary(meta, source, registry)
-    return {"model": MODEL_NAME, "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+    return {"model": MODEL_NAME, "sha256": hashlib.sha256(model.data).hexdigest(),
             "source": source.name, "vocab": list(meta.vocab),
             "context": meta.context, "spec": meta.spec, "metrics": meta.metrics,
             "quantized": model.quantized, "versions": meta.versions,
