@@ -27,7 +27,7 @@ import numpy as np
 from zoo.data import IGNORE, Sequences, Windows, load_dataset
 from zoo.errors import ArtifactError, SpecError
 from zoo.export.runtime import OnnxModel
-from zoo.rundir import open_run
+from zoo.rundir import check_idle, check_seed, open_run
 from zoo.sampling import MAX_SEED, sample
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ def check(run_dir: str | Path, onnx_path: str | Path, *, samples: int = 20, seed
                         f"{max_loss_drift!r}", "check")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
         raise SpecError(f"seed must be an integer in [0, 2**64), got {seed!r}"[:120], "check")
+    check_idle(Path(run_dir), "check it")
     run = open_run(run_dir, registry=registry)
     onnx_model = OnnxModel.load(onnx_path)
     if tuple(onnx_model.vocab) != tuple(run.vocab.chars) or onnx_model.context != run.spec.context:
@@ -114,7 +115,8 @@ def check(run_dir: str | Path, onnx_path: str | Path, *, samples: int = 20, seed
         raise ArtifactError(f"{onnx_path} holds a {'step' if onnx_model.meta.step else 'window'}"
                             f" graph but {run.path} is a {run.model.kind} model; it was not "
                             "exported from this run")
-    val = _validation_split(run.path, run.meta, run.spec.context, sequence)
+    val = _validation_split(run.path, run.meta, run.spec.train.get("seed"), run.spec.context,
+                            sequence)
     worst, ok, torch_nll, onnx_nll = 0.0, True, 0.0, 0.0
     for chunk, target in val.chunks(CHUNK // run.spec.context if sequence else CHUNK):
         expected = run.model.numpy_logits(chunk)  # (C, V), or (C, T, V) for whole words
@@ -155,13 +157,15 @@ def _nll(logits: np.ndarray, target: np.ndarray) -> float:
     return float((log_total - z[np.arange(len(z)), target]).sum())
 
 
-def _validation_split(path: Path, meta: dict, context: int,
+def _validation_split(path: Path, meta: dict, spec_seed: object, context: int,
                       sequence: bool) -> Windows | Sequences:
-    """The validation split of the run's words file, rebuilt as training built it."""
+    """The validation split of the run's words file, rebuilt as training built it (meta.json's
+    fields are checked on reading, zoo.runschema, and its seed must be spec.json's)."""
     data = meta.get("data")
     if not isinstance(data, dict) or "path" not in data or "seed" not in meta:
         raise ArtifactError(f"{path}/meta.json does not say which words file and seed the run "
                             "used; was it made by zoo train?")
+    check_seed(path, meta, spec_seed)
     dataset = load_dataset(data["path"], context, meta["seed"], sequence=sequence)
     if data.get("sha256") not in (None, dataset.sha256):
         raise ArtifactError(f"{dataset.path} changed since {path} was trained (sha256 differs); "

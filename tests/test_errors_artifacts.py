@@ -172,6 +172,43 @@ def permute_vocab(place: Place) -> None:
     (place.run / "vocab.json").write_text(json.dumps(data), encoding="utf-8")
 
 
+def meta_field(key: str, value: object) -> Breaker:
+    """Set meta.json's field ``key`` (``data.path``: a field of a table) to ``value``."""
+    def apply(place: Place) -> None:
+        path = place.run / "meta.json"
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        *tables, last = key.split(".")
+        inner = meta
+        for name in tables:
+            inner = inner[name]
+        inner[last] = value
+        path.write_text(json.dumps(meta), encoding="utf-8")
+    return apply
+
+
+def metrics_rows(change: Callable[[list[dict]], list]) -> Breaker:
+    """Rewrite metrics.jsonl's rows (JSON lines) as ``change`` returns them."""
+    def apply(place: Place) -> None:
+        path = place.run / "metrics.jsonl"
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert len(rows) >= 2
+        path.write_text("".join(json.dumps(r) + "\n" for r in change(rows)), encoding="utf-8")
+    return apply
+
+
+def first_row(key: str, value: object) -> Callable[[list[dict]], list]:
+    def change(rows: list[dict]) -> list:
+        if value is DROP:
+            del rows[0][key]
+        else:
+            rows[0][key] = value
+        return rows
+    return change
+
+
+DROP = object()
+
+
 def special_file(name: str, kind: str) -> Breaker:
     """Replace a run's file by a FIFO, a socket, a link to /dev/zero or a directory."""
     def apply(place: Place) -> None:
@@ -356,6 +393,80 @@ CASES: list[tuple[str, Breaker, list[str], list[str]]] = [
     ("onnx-fifo-check", special_file("model.onnx", "fifo"), ["check", R, X],
      [f"{X} is a FIFO (named pipe)"]),
     ("onnx-socket", special_file("model.onnx", "socket"), ["sample", X], [f"{X} is a socket"]),
+    # -- meta.json checked field by field (zoo.runschema), before anything is written ------
+    *[(f"meta-{name}", meta_field(key, value), args, [f"{R}/meta.json is corrupted: field "
+                                                      f"'{field}': {problem}"])
+      for name, key, value, args, field, problem in [
+          ("recipe-a-list", "recipe", [], ["train", "--resume", R], "recipe",
+           "expected a JSON object, got []"),
+          ("recipe-steps-text", "recipe.steps", "5", ["train", "--resume", R], "recipe.steps",
+           "expected an integer >= 1, got '5'"),
+          ("seconds-text", "seconds", "abc", ["train", "--resume", R], "seconds",
+           "expected a finite number >= 0, got 'abc'"),
+          ("seconds-null", "seconds", None, ["export", R], "seconds",
+           "expected a finite number >= 0, got None"),
+          ("extended-an-object", "extended", {}, ["train", "--resume", R], "extended",
+           "expected a list, got {}"),
+          ("extended-entry-incomplete", "extended", [{"at": 3}], ["train", "--resume", R],
+           "extended[0]", "'from' is missing"),
+          ("data-path-a-list", "data.path", ["x"], ["check", R, X], "data.path",
+           "expected a non-empty string, got ['x']"),
+          ("data-path-a-number", "data.path", 5, ["train", "--resume", R], "data.path",
+           "expected a non-empty string, got 5"),
+          ("data-sha256-short", "data.sha256", "abc", ["train", "--resume", R], "data.sha256",
+           "expected a sha256 (64 lowercase hex digits), got 'abc'"),
+          ("data-words-negative", "data.words", {"train": -1}, ["check", R, X],
+           "data.words.train", "expected an integer >= 0, got -1"),
+          ("seed-a-list", "seed", [42], ["check", R, X], "seed",
+           "expected an integer in [0, 2**64), got [42]"),
+          ("seed-text", "seed", "42", ["check", R, X], "seed",
+           "expected an integer in [0, 2**64), got '42'"),
+          ("seed-null", "seed", None, ["check", R, X], "seed",
+           "expected an integer in [0, 2**64), got None"),
+          ("seed-fraction", "seed", 42.5, ["check", R, X], "seed",
+           "expected an integer in [0, 2**64), got 42.5"),
+          ("seed-true", "seed", True, ["train", "--resume", R], "seed",
+           "expected an integer in [0, 2**64), got True"),
+          ("seed-negative", "seed", -1, ["check", R, X], "seed",
+           "expected an integer in [0, 2**64), got -1"),
+          ("processes-zero", "processes", 0, ["train", "--resume", R], "processes",
+           "expected an integer >= 1, got 0"),
+          ("metrics-text", "metrics", "good", ["export", R], "metrics",
+           "expected a JSON object, got 'good'"),
+          ("metrics-loss-text", "metrics", {"val_loss": "2.1"}, ["export", R, "--int8"],
+           "metrics.val_loss", "expected a finite number, got '2.1'"),
+          ("status-unknown", "status", "done", ["sample", R], "status",
+           "expected one of 'running', 'interrupted', 'failed', 'finished', got 'done'"),
+          ("kind-unknown", "kind", "tree", ["export", R], "kind",
+           "expected one of 'window', 'sequence', got 'tree'"),
+          ("versions-a-list", "versions", ["0.1"], ["sample", R], "versions",
+           "expected a JSON object, got ['0.1']"),
+      ]],
+    # a seed of the right type that is not the split's: never a silently different split
+    ("meta-seed-not-the-specs", meta_field("seed", 41), ["check", R, X],
+     [f"{R}/meta.json says seed 41 but {R}/spec.json says train.seed 42", "split is unknown"]),
+    ("meta-seed-not-the-specs-resume", meta_field("seed", 41), ["train", "--resume", R],
+     [f"{R}/meta.json says seed 41 but {R}/spec.json says train.seed 42"]),
+    # -- metrics.jsonl's rows checked on resume --------------------------------------------
+    ("metrics-step-text", metrics_rows(first_row("step", "x")), ["train", "--resume", R],
+     [f"{R}/metrics.jsonl:1 is corrupted: field 'step': expected an integer >= 1, got 'x'"]),
+    ("metrics-step-zero", metrics_rows(first_row("step", 0)), ["train", "--resume", R],
+     [f"{R}/metrics.jsonl:1 is corrupted: field 'step': expected an integer >= 1, got 0"]),
+    ("metrics-steps-out-of-order", metrics_rows(lambda rows: [rows[1], rows[0], *rows[2:]]),
+     ["train", "--resume", R], [f"{R}/metrics.jsonl:2 is corrupted: step", "comes after step"]),
+    ("metrics-step-repeated", metrics_rows(lambda rows: [rows[0], *rows]),
+     ["train", "--resume", R], [f"{R}/metrics.jsonl:2 is corrupted: step"]),
+    ("metrics-row-without-val-loss", metrics_rows(first_row("val_loss", DROP)),
+     ["train", "--resume", R], [f"{R}/metrics.jsonl:1 is corrupted: field 'val_loss' is "
+                                "missing"]),
+    ("metrics-loss-text", metrics_rows(first_row("losses", [2.0, "2.1"])),
+     ["train", "--resume", R],
+     [f"{R}/metrics.jsonl:1 is corrupted: field 'losses[1]': expected a finite number, got "
+      "'2.1'"]),
+    ("metrics-lr-negative", metrics_rows(first_row("lr", -0.1)), ["train", "--resume", R],
+     [f"{R}/metrics.jsonl:1 is corrupted: field 'lr': expected a finite number >= 0"]),
+    ("metrics-row-a-list", metrics_rows(lambda rows: [[1, 2], *rows]), ["train", "--resume", R],
+     [f"{R}/metrics.jsonl:1: expected an object with an integer 'step'"]),
 ]
 
 

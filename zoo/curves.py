@@ -21,12 +21,13 @@ import io
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from zoo import atomic, files
-from zoo.errors import ArtifactError
+from zoo import atomic, files, runschema
+from zoo.errors import ArtifactError, RunWarning
 
 __all__ = ["RECENT", "read_rows", "write_rows", "stream", "plot_png", "Drawing"]
 
@@ -36,8 +37,9 @@ RECENT = 100  # steps in the train_loss window
 def read_rows(file: Path, upto: float = math.inf) -> list[dict[str, Any]]:
     """The rows of a metrics file up to step ``upto``; ArtifactError if it is not UTF-8 JSON lines.
 
-    A last line cut short by a crash is dropped (the file is written atomically, so only a file
-    from an older version or an editor can hold one).
+    Every row is checked (zoo.runschema) and steps must increase. A last line cut short by a
+    crash is dropped with a ``RunWarning`` saying so (the file is written atomically, so only a
+    file from an older version or an editor can hold one).
     """
     if not file.exists():
         return []
@@ -49,17 +51,24 @@ def read_rows(file: Path, upto: float = math.inf) -> list[dict[str, Any]]:
                             "away to resume without the earlier curves") from None
     except OSError as e:
         raise ArtifactError(f"{file}: cannot read: {e.strerror}") from None
-    rows = []
+    rows: list[dict[str, Any]] = []
+    previous = 0
     for number, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
             if number == len(lines):
+                warnings.warn(f"{file}:{number}: the last line was cut short; dropped it (the "
+                              f"evaluation after step {previous:,})", RunWarning, stacklevel=2)
                 break
             raise ArtifactError(f"{file}:{number}: corrupted line (not JSON); move the file "
                                 "away to resume without the earlier curves") from None
-        if not (isinstance(row, dict) and isinstance(row.get("step"), int)):
-            raise ArtifactError(f"{file}:{number}: expected an object with an integer 'step'")
+        runschema.check_row(row, f"{file}:{number}")
+        if row["step"] <= previous:
+            raise ArtifactError(f"{file}:{number} is corrupted: step {row['step']:,} comes "
+                                f"after step {previous:,} (restore the file, or move it away "
+                                "to resume without the earlier curves)")
+        previous = row["step"]
         if row["step"] <= upto:
             rows.append(row)
     return rows
@@ -75,6 +84,22 @@ def stream(rows: list[dict[str, Any]]) -> list[float]:
     return [x for r in rows for x in r.get("losses", []) if isinstance(x, (int, float))]
 
 
+def _per_step(rows: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Each row's per-step losses at their own steps (the steps before the row's), with a NaN
+    where steps are missing (a resumed run whose earlier rows were lost), so no line spans it."""
+    at: list[float] = []
+    losses: list[float] = []
+    for row in rows:
+        own = [x for x in row.get("losses", []) if isinstance(x, (int, float))]
+        first = row["step"] - len(own) + 1
+        if at and own and first != at[-1] + 1:
+            at.append(math.nan)
+            losses.append(math.nan)
+        at.extend(range(first, row["step"] + 1))
+        losses.extend(own)
+    return at, losses
+
+
 def plot_png(rows: list[dict[str, Any]]) -> bytes:
     """loss.png: per-step and recent-window train loss, validation loss (log scale), lr."""
     from matplotlib.figure import Figure
@@ -85,11 +110,9 @@ def plot_png(rows: list[dict[str, Any]]) -> bytes:
     # every evaluation
     fig.subplots_adjust(left=0.1, right=0.87, bottom=0.12, top=0.96)
     ax = fig.add_subplot()
-    losses = stream(rows)
-    first = rows[0]["step"] - len(rows[0].get("losses", [])) if rows else 0
+    at, losses = _per_step(rows)
     if losses:
-        ax.plot(range(first + 1, first + len(losses) + 1), losses, color="tab:blue",
-                alpha=0.2, linewidth=0.5, label="train (per step)")
+        ax.plot(at, losses, color="tab:blue", alpha=0.2, linewidth=0.5, label="train (per step)")
     steps = [r["step"] for r in rows]
     ax.plot(steps, [r["train_loss"] for r in rows], color="tab:blue", marker=".",
             label=f"train (last {RECENT} steps)")

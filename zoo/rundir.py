@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from zoo import atomic, files, runpaths
+from zoo import atomic, files, runpaths, runschema
 from zoo.build import Model, build_model
 from zoo.data import Vocab
 from zoo.errors import ArtifactError, ZooError
@@ -38,7 +38,8 @@ from zoo.registry import Registry
 from zoo.spec import Spec
 
 __all__ = ["Run", "open_run", "is_run_dir", "read_tensors", "save_weights", "load_model_state",
-           "write_json", "read_json", "read_meta", "binding", "bound", "check_binding",
+           "write_json", "read_json", "read_meta", "check_seed", "check_idle", "binding", "bound",
+           "check_binding",
            "incomplete", "check_new", "create", "lock", "SPEC", "VOCAB", "WEIGHTS", "CHECKPOINT",
            "META", "METRICS", "PLOT"]
 
@@ -65,12 +66,26 @@ def read_json(path: Path) -> Any:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    """A run's meta.json, which must be a JSON object; ArtifactError naming the file if not."""
-    meta = read_json(path / META)
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{path / META} is corrupted: expected a JSON object, got "
-                            f"{type(meta).__name__}")
-    return meta
+    """A run's meta.json, every field checked (zoo.runschema); ArtifactError naming the file
+    and the field if one is wrong."""
+    return runschema.check_meta(read_json(path / META), str(path / META))
+
+
+def check_idle(path: Path, doing: str) -> None:
+    """ArtifactError if a process is writing run ``path`` now (it holds the run's lock): what
+    is read would be the weights of one checkpoint, soon replaced by the next."""
+    pid = atomic.holder(path)
+    if pid is not None:
+        raise ArtifactError(f"{path} is being trained by another process (pid {pid}); {doing} "
+                            "once that run has finished or stopped")
+
+
+def check_seed(path: Path, meta: dict[str, Any], spec_seed: object) -> None:
+    """ArtifactError if meta.json's seed (the split's) is not spec.json's ``train.seed``."""
+    if "seed" in meta and spec_seed is not None and spec_seed != meta["seed"]:
+        raise ArtifactError(f"{path / META} says seed {meta['seed']} but {path / SPEC} says "
+                            f"train.seed {spec_seed!r}: one was edited, so the run's split is "
+                            "unknown; restore the file")
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
