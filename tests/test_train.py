@@ -320,6 +320,81 @@ def test_garbled_metrics_file_on_resume_is_one_line(tmp_path):
     assert f"{out / rundir.METRICS}:1: corrupted line" in line
 
 
+@pytest.mark.parametrize("damage", ["last-line-cut", "emptied", "removed"])
+def test_damaged_curves_are_repaired_on_resume_with_a_line_saying_what_was_dropped(tmp_path,
+                                                                                   damage):
+    out = tmp_path / "run"
+    train("mlp-bn", out=out, overrides=FAST, progress=False)  # rows at steps 20, 40, 60
+    file = out / rundir.METRICS
+    lines = file.read_text().splitlines(keepends=True)
+    if damage == "last-line-cut":
+        file.write_text("".join(lines[:-1]) + lines[-1][:25])
+    elif damage == "emptied":
+        file.write_text("")
+    else:
+        file.unlink()
+    result = CliRunner().invoke(main, ["train", "--resume", str(out), "--steps", "80"])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    kept = 40 if damage == "last-line-cut" else 0
+    where = "its rows end at step 40" if kept else "it holds no rows"
+    expected = [f"warning: {file} holds the losses of {kept} of the 60 steps before the "
+                f"checkpoint ({where}: truncated, emptied or removed); resuming, with that "
+                "gap in the curve"]
+    if damage == "last-line-cut":
+        expected.insert(0, f"warning: {file}:3: the last line was cut short; dropped it (the "
+                           "evaluation after step 40)")
+    assert warned == expected
+    rows = metrics(out)  # what survived, then the resumed steps' rows
+    assert [r["step"] for r in rows] == ([20, 40, 80] if kept else [80])
+    assert sum(len(r["losses"]) for r in rows) == kept + 20
+    assert (out / rundir.PLOT).stat().st_size > 0  # drawn with the gap
+
+
+def test_a_new_run_that_fails_before_its_first_step_leaves_no_directory(tmp_path,
+                                                                        monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a layer failed in its first forward")
+
+    monkeypatch.setattr(zoo.train, "train_step", broken)
+    with pytest.raises(RuntimeError, match="first forward"):
+        train("mlp", out=tmp_path / "run", overrides=FAST, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither the run nor a partial sibling
+
+
+def test_a_non_finite_first_step_says_the_new_run_was_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo.train, "train_step", lambda *a, **k: float("nan"))
+    with pytest.raises(TrainingError, match="loss became nan at step 0 ") as info:
+        train("mlp", out=tmp_path / "run", overrides=FAST, progress=False)
+    assert f"{tmp_path / 'run'} was removed (it held no training)" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_stopped_by_a_signal_before_its_first_step_keeps_its_checkpoint(tmp_path,
+                                                                              monkeypatch):
+    import contextlib
+
+    monkeypatch.setattr(zoo.train, "_stop_on_signals",
+                        lambda: contextlib.nullcontext([signal.SIGINT]))
+    with pytest.raises(Interrupted, match="SIGINT at step 0 of 60: checkpoint saved"):
+        train("mlp", out=tmp_path / "run", overrides=FAST, progress=False)
+    assert rundir.read_meta(tmp_path / "run")["status"] == "interrupted"
+
+
+def test_a_resumed_run_that_fails_is_kept(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train("mlp", out=out, overrides=FAST, progress=False)
+    before = sorted(p.name for p in out.iterdir())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the machine failed")
+
+    monkeypatch.setattr(zoo.train, "train_step", broken)
+    with pytest.raises(RuntimeError):
+        train(out=out, resume=True, overrides={"steps": 80}, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_resume_from_another_folder_finds_a_relative_words_file(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     words = default_words_file().read_text(encoding="utf-8").split()[:500]

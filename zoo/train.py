@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import shutil
 import signal
 import time
 import warnings
@@ -94,6 +95,7 @@ class Loop:
     sync: Sync = field(default_factory=Sync)  # the other ranks, under torchrun
     draw: curves.Drawing | None = None  # redraws loss.png (set by _loop, on rank 0)
     threads: Adaptive | None = None  # moves the thread count with the load (zoo.threads)
+    new: bool = False  # created by this process: removed if an error ends it before step 1
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -174,7 +176,7 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
         except RuntimeError as e:  # a collective failed: another rank went away
             if not world.distributed:
                 raise
-            raise peer_error(e, out, world.size) from None
+            raise peer_error(e, out, world.size, kept=not state.new or state.step > 0) from None
 
 
 def _start(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any] | None,
@@ -266,9 +268,23 @@ def _new_run(spec: Any, data: str | Path | None, out: Path, overrides: dict[str,
         rundir.save_weights(tmp / rundir.WEIGHTS, model)
         curves.write_rows(tmp / rundir.METRICS, [])
 
+    loop = Loop(out, model, optimizer, generator, recipe, dataset, meta, sync=sync, new=True)
     if sync.writer:  # rank 0 alone writes; the others wait in sync.together()
         held.enter_context(rundir.create(out, fill, note=log))  # whole, and locked
-    return Loop(out, model, optimizer, generator, recipe, dataset, meta, sync=sync)
+        held.push(_discard_unstarted(loop))  # runs before the lock is released
+    return loop
+
+
+def _discard_unstarted(s: Loop) -> Callable[..., bool]:
+    """An exit handler removing the new run ``s`` if an error ends it before its first step:
+    such a run holds nothing worth resuming, and the same command may simply be run again.
+    A run stopped by SIGINT/SIGTERM keeps its checkpoint, as its message says."""
+    def discard(kind: type[BaseException] | None, error: BaseException | None,
+                trace: object) -> bool:
+        if kind is not None and s.step == 0 and not issubclass(kind, Interrupted):
+            shutil.rmtree(s.out, ignore_errors=True)
+        return False  # the error goes on
+    return discard
 
 
 def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None,
@@ -282,6 +298,7 @@ def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None,
     if not isinstance(meta.get("data"), dict):
         raise ArtifactError(f"{out / rundir.META} is corrupted: no 'data' table")
     recipe = resolve_recipe(run_spec.train, source=str(out / rundir.SPEC))
+    rundir.check_seed(out, meta, recipe.seed)
     # older runs did not record their process count
     check_processes(out, meta.setdefault("processes", sync.world.size), sync.world.size)
     at = checkpoint_step(out)
@@ -307,10 +324,11 @@ def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None,
     run_spec = _run_spec(run_spec, recipe)
     model, optimizer, generator = _build(run_spec, dataset, recipe, registry, sync)
     step, pending = load_checkpoint(out, model, optimizer, generator)
-    extended = recipe.steps != meta.get("recipe", {}).get("steps", recipe.steps)
+    _check_curves(out, rows, pending, step)
+    before = meta.get("recipe", {}).get("steps", recipe.steps)
+    extended = recipe.steps != before
     if extended:
-        meta.setdefault("extended", []).append(
-            {"at": step, "from": meta["recipe"]["steps"], "to": recipe.steps})
+        meta.setdefault("extended", []).append({"at": step, "from": before, "to": recipe.steps})
         meta["recipe"] = dataclasses.asdict(recipe)
     # every check has passed: from here on the run directory may change (rank 0 alone)
     if sync.writer:
@@ -323,6 +341,20 @@ def _resume_run(out: Path, overrides: dict[str, Any], registry: Registry | None,
                  sync=sync)
     state.recent.extend(curves.stream(rows) + pending)
     return state
+
+
+def _check_curves(out: Path, rows: list[dict[str, Any]], pending: list[float], at: int) -> None:
+    """Warn (RunWarning) when metrics.jsonl lacks the losses of steps before the checkpoint:
+    the run resumes, and its curve shows the gap (rows of runs that kept no per-step losses
+    are not counted)."""
+    if rows and not any("losses" in r for r in rows):
+        return
+    held = sum(len(r.get("losses", ())) for r in rows) + len(pending)
+    if held < at:
+        where = f"its rows end at step {rows[-1]['step']:,}" if rows else "it holds no rows"
+        warnings.warn(f"{out / rundir.METRICS} holds the losses of {held:,} of the {at:,} "
+                      f"steps before the checkpoint ({where}: truncated, emptied or removed); "
+                      "resuming, with that gap in the curve", RunWarning, stacklevel=1)
 
 
 # -- the loop ------------------------------------------------------------------------------
@@ -422,9 +454,11 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
                 s.meta.update(status="failed", error=f"non-finite loss at step {s.step}")
                 if s.sync.writer:
                     rundir.write_json(s.out / rundir.META, s.meta)
+                kept = (f"{s.out} was removed (it held no training)" if s.new and not s.step
+                        else f"the last good checkpoint in {s.out} is kept")
                 raise s.sync.own(TrainingError(
-                    f"loss became {loss} at step {s.step:,} (lr {lr:g}); the last good "
-                    f"checkpoint in {s.out} is kept — try a lower --lr"))
+                    f"loss became {loss} at step {s.step:,} (lr {lr:g}); {kept} — try a lower "
+                    "--lr"))
             kept = round(loss, 6)  # as metrics.jsonl stores it: a resumed window is the same
             s.pending.append(kept)
             s.recent.append(kept)
