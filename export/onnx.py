@@ -49,7 +49,7 @@ from zoo.export.contract import (
     past_name,
     present_name,
 )
-from zoo.rundir import Run, open_run
+from zoo.rundir import Run, check_idle, open_run
 
 if TYPE_CHECKING:
     from zoo.registry import Registry
@@ -67,10 +67,12 @@ def export_run(run_dir: str | Path, path: str | Path | None = None, *, opset: in
     """Export the model of a run directory (default output: RUN/model.onnx, or
     RUN/model.int8.onnx with ``int8``: dynamically quantised, see export/quantize.py).
 
-    Refuses, before anything is written, an unsupported ``opset`` and an output inside a run
-    directory other than its exports (``zoo.runpaths``); the run's own exports are replaced.
+    Refuses, before anything is written, an unsupported ``opset``, a run that another process
+    is training now, and an output inside a run directory other than its exports
+    (``zoo.runpaths``); the run's own exports are replaced.
     """
     check_opset(opset)
+    check_idle(Path(run_dir), "export it")
     run = open_run(run_dir, registry=registry)
     out = Path(path) if path is not None else run.path / (INT8_NAME if int8 else DEFAULT_NAME)
     runpaths.check_target(out, "the ONNX file")

@@ -46,6 +46,32 @@ def test_second_writer_fails_naming_the_holder(cli, run, tiny_words, name, args)
         assert snapshot(run) == before
 
 
+# (id, a command that reads the run to write or judge an export of it)
+READERS = [
+    ("export", ["export", "{run}"], "export it"),
+    ("export-int8", ["export", "{run}", "--int8", "-o", "{tmp}/m.onnx"], "export it"),
+    ("check", ["check", "{run}", "{run}/model.onnx"], "check it"),
+]
+
+
+@pytest.mark.parametrize("name,args,doing", READERS, ids=[c[0] for c in READERS])
+def test_a_run_being_trained_is_not_exported_or_checked(cli, run, tmp_path, name, args,
+                                                        doing):
+    with atomic.lock_dir(run):
+        before = snapshot(tmp_path)
+        result = cli(*[a.format(run=run, tmp=tmp_path) for a in args])
+        assert_clean_error(result, f"{run} is being trained by another process "
+                           f"(pid {os.getpid()}); {doing} once that run has finished or stopped")
+        assert snapshot(tmp_path) == before
+
+
+def test_a_stale_lock_file_is_no_obstacle_and_is_left_alone(cli, run):
+    (run / atomic.LOCK_NAME).write_text("12345\n")  # its holder died: no process holds it
+    result = cli("check", str(run), str(run / "model.onnx"))
+    assert result.exit_code == 0, result.output
+    assert (run / atomic.LOCK_NAME).read_text() == "12345\n"
+
+
 def test_lock_is_released_when_its_holder_dies(tmp_path):
     folder = tmp_path / "d"
     folder.mkdir()

@@ -23,7 +23,7 @@ from pathlib import Path
 from zoo.errors import ArtifactError
 
 __all__ = ["write_bytes", "write_text", "new_file_mode", "DirLock", "lock_dir", "is_locked",
-           "create_dir", "LOCK_NAME"]
+           "create_dir", "holder", "LOCK_NAME"]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -157,15 +157,29 @@ def lock_dir(folder: str | Path) -> DirLock:
     return DirLock(fd, folder)
 
 
+def holder(folder: str | Path) -> str | None:
+    """The pid (as written in the lock file) of the process holding ``folder``'s lock now, or
+    None if no process holds it. Changes nothing: a stale lock file is left where it is."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(folder) / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:  # a shared lock conflicts only with the writer's exclusive one
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def is_locked(folder: str | Path) -> bool:
     """Whether another process holds ``folder``'s lock now."""
-    if not (Path(folder) / LOCK_NAME).exists():
-        return False
-    try:
-        lock_dir(folder).release()
-    except ArtifactError:
-        return True
-    return False
+    return holder(folder) is not None
 
 
 def create_dir(target: str | Path, fill: Callable[[Path], None], *,
