@@ -128,6 +128,76 @@ def test_a_sequence_model_on_two_processes_gives_the_weights_of_one(tmp_path, ti
 # -- stopping: Ctrl-C, resume, a dying rank ------------------------------------------------
 
 
+# -- ranks started by hand: joining, and saying so when the others do not come ---------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def by_hand(rank: int, size: int, port: int, *args: str, join: str = "") -> subprocess.Popen:
+    """``python -m zoo ARGS`` as rank ``rank`` of ``size``, its environment set by hand."""
+    env = {"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank),
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    if join:
+        env["LAYERZOO_JOIN_TIMEOUT"] = join
+    return zoo(*args, env=env)
+
+
+@pytest.mark.parametrize("rank,reason", [(0, "1 of 2 ranks joined"),
+                                         (1, "rank 0 did not answer")])
+def test_a_rank_whose_peers_never_come_says_so_and_gives_up_naming_the_address(
+        tmp_path, tiny_words, rank, reason):
+    port = free_port()
+    began = time.monotonic()
+    code, out, err = finish(by_hand(rank, 2, port, "train", "bigram", "--data", str(tiny_words),
+                                    "--out", str(tmp_path / "run"), join="5"))
+    where = f"127.0.0.1:{port}"
+    assert code == 1, err
+    assert error_lines(err) == [
+        f"rank {rank} of 2: waiting for the other ranks at {where} ({1 - rank} of 2 joined; "
+        "giving up after 5 s, LAYERZOO_JOIN_TIMEOUT sets it)",
+        f"error: rank {rank} of 2: gave up waiting for the other ranks at {where} after 5 s "
+        f"({reason}); start all 2 with the same MASTER_ADDR and MASTER_PORT, or raise "
+        "LAYERZOO_JOIN_TIMEOUT"]
+    assert time.monotonic() - began < 60
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_ranks_started_by_hand_join_and_train_as_under_torchrun(tmp_path, tiny_words):
+    spec = write_spec(tmp_path, "s", LAYERS, steps=40, eval_every=20)
+    port = free_port()
+    one = train(str(spec), data=tiny_words, out=tmp_path / "one", progress=False, device="cpu")
+    args = ("train", str(spec), "--data", str(tiny_words), "--out", str(tmp_path / "two"),
+            "--device", "cpu")
+    first = by_hand(0, 2, port, *args)
+    time.sleep(1.0)  # rank 1 comes late, as on another machine
+    second = by_hand(1, 2, port, *args)
+    (code0, _, err0), (code1, _, err1) = finish(first), finish(second)
+    assert (code0, code1) == (0, 0), (err0, err1)
+    assert max_diff(one.path, tmp_path / "two") < 1e-5
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"LAYERZOO_JOIN_TIMEOUT": "soon"}, "LAYERZOO_JOIN_TIMEOUT='soon': expected a number of "
+                                        "seconds > 0"),
+    ({"LAYERZOO_JOIN_TIMEOUT": "-1"}, "LAYERZOO_JOIN_TIMEOUT='-1': expected a number"),
+    ({"MASTER_PORT": "http"}, "rank 0 of 2: MASTER_ADDR and MASTER_PORT must name rank 0's "
+                              "address and a port (1-65535)"),
+    ({"MASTER_ADDR": ""}, "got MASTER_ADDR='' MASTER_PORT="),
+])
+def test_a_bad_rendezvous_setting_is_one_line(tmp_path, cli, env, message):
+    full = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()), **env}
+    result = cli("train", "bigram", "--out", str(tmp_path / "run"), env=full)
+    assert_clean_error(result, message)
+    assert not (tmp_path / "run").exists()
+
+
 def test_ctrl_c_stops_every_rank_and_resume_equals_an_uninterrupted_run(tmp_path, tiny_words):
     # BatchNorm on CPU: per-rank statistics, still deterministic for a given --nproc
     spec = write_spec(tmp_path, "bn", BN_LAYERS, steps=400, eval_every=20)

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 from zoo.errors import TrainingError, ZooError
+from zoo.rendezvous import join
 
 __all__ = ["DEVICES", "World", "Sync", "Quiet", "LostPeer", "pick_device", "check_scale",
            "preflight", "peer_error", "launch"]
@@ -197,7 +198,9 @@ class Sync:
         if self.world.distributed and not dist.is_initialized():
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
-            dist.init_process_group(self.backend, init_method="env://", rank=self.world.rank,
+            store = join(self.world)  # started by hand: wait for the others, say so
+            where = {"init_method": "env://"} if store is None else {"store": store}
+            dist.init_process_group(self.backend, **where, rank=self.world.rank,
                                     world_size=self.world.size, timeout=TIMEOUT,
                                     device_id=self.device if self.device.type == "cuda"
                                     else None)
@@ -333,11 +336,13 @@ class LostPeer(TrainingError):
     exit_code = 1  # not bad input: the same command may well succeed again
 
 
-def peer_error(error: BaseException, out: object, nproc: int) -> TrainingError:
+def peer_error(error: BaseException, out: object, nproc: int,
+               kept: bool = True) -> TrainingError:
     """One line for a collective that failed because another rank went away.
 
     Under ``zoo train --nproc`` the launcher names the rank that died and how, so the
-    survivors stay silent (``Quiet``); under a bare torchrun each survivor says it.
+    survivors stay silent (``Quiet``); under a bare torchrun each survivor says it. ``kept``:
+    whether the run directory stays (a new run that had not stepped yet is removed).
     """
     text = str(error).strip()
     # gloo prefixes its source location, "[.../pair.cc:537] Read error ...: Connection reset"
@@ -345,7 +350,9 @@ def peer_error(error: BaseException, out: object, nproc: int) -> TrainingError:
         else type(error).__name__
     message = (f"another rank stopped during training ({reason[:160]}); the run directory "
                f"keeps its last checkpoint: continue with `zoo train --resume {out} --nproc "
-               f"{nproc}`")
+               f"{nproc}`" if kept else
+               f"another rank stopped before the first step ({reason[:160]}); {out} was "
+               "removed (it held no training): run the same command again")
     if os.environ.get(LAUNCHED_ENV):
         return Quiet(message, SILENT_LOST_PEER)
     return LostPeer(message)
