@@ -205,7 +205,8 @@ def test_declaration_problems(plugin_module) -> None:
     assert declaration_problems(_layer(shape=None)) == ["shape must be callable"]
     assert declaration_problems(_layer(params=dict)) == ["params must be a dataclass type"]
     assert declaration_problems(_layer(params=params.Reserved)) == [
-        "parameter 'type' uses a reserved key"]
+        "parameter 'type' uses the key that names the layer in a spec entry; call it "
+        "something else"]
     assert declaration_problems(_layer(params=params.Listy)) == [
         "parameter 'sizes' has unsupported type <class 'list'>"]
     assert declaration_problems(_layer(params=params.Undocumented)) == [

@@ -20,7 +20,9 @@ Shape = tuple[int, ...]
 """A tensor shape without the batch axis, e.g. ``(8, 24)`` for ``[B, 8, 24]``."""
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-RESERVED = frozenset({"type", "repeat", "layers", "residual"})
+# the one key a layer entry cannot give its layer: it names the layer. Block keys ("repeat",
+# "layers", "residual") mean a block only in a table without "type", so a parameter may use them
+RESERVED = frozenset({"type"})
 
 
 def param(default: Any = dataclasses.MISSING, doc: str = "", *, min: float | None = None,
@@ -49,6 +51,15 @@ class Place:
     next_gain: float  # init gain of the next later entry that declares one; 1.0 if none
     last_of_type: bool  # no later entry has this entry's type
 
+    @classmethod
+    def example(cls, **changes: Any) -> Place:
+        """A Place for a plugin's unit tests: the first entry of a 27-symbol, context-8 model,
+        the last of its type, before no gain; ``changes`` set any field
+        (``Place.example(context=16, next_gain=5 / 3)``)."""
+        values = {"index": 0, "label": "entry 0 (test)", "vocab_size": 27, "context": 8,
+                  "next_gain": 1.0, "last_of_type": True}
+        return cls(**{**values, **changes})
+
 
 @dataclass(frozen=True)
 class LayerType:
@@ -74,6 +85,9 @@ class LayerType:
     entry t, ``[B, ...]``. ``reduction`` declares a layer that
     turns a sequence ``[B, T, C]`` into features ``[B, C']``; the builder lists such layers
     when a model's output still has a time axis.
+    ``examples`` are parameter sets (``({"heads": 2}, {"heads": 4, "dropout": 0.1})``) that
+    ``zoo test-plugin`` checks the layer with, on several shapes each; empty, it checks the
+    defaults (so a layer with a required parameter should give one).
     ``onnx_translation`` is needed only when the module uses ops the ONNX exporter cannot
     translate: a mapping (or a function returning one) from torch ops to onnxscript functions,
     passed to ``torch.onnx.export(custom_translation_table=...)``.
@@ -90,6 +104,7 @@ class LayerType:
     incremental: Literal["position", "state"] | None = None
     reduction: bool = False
     onnx_translation: Mapping[Any, Any] | Callable[[], Mapping[Any, Any]] | None = None
+    examples: tuple[Mapping[str, Any], ...] = ()  # parameter sets `zoo test-plugin` checks
     plugin: str = ""  # filled in by the registry: the plugin that registered it
     version: str = ""  # filled in by the registry: that plugin's version
 
@@ -228,9 +243,13 @@ def declaration_problems(layer: Any) -> list[str]:
         infos = layer.parameters()
     except Exception as e:  # unresolvable annotations
         return problems + [f"cannot read the parameter annotations: {e}"]
+    if not (isinstance(layer.examples, tuple)
+            and all(isinstance(e, Mapping) for e in layer.examples)):
+        problems.append("examples must be a tuple of parameter tables (dicts)")
     for info in infos:
         if info.name in RESERVED:
-            problems.append(f"parameter {info.name!r} uses a reserved key")
+            problems.append(f"parameter {info.name!r} uses the key that names the layer in a "
+                            "spec entry; call it something else")
         for option in _options(info.annotation):
             if option not in SUPPORTED and typing.get_origin(option) is not Literal:
                 problems.append(f"parameter {info.name!r} has unsupported type {option!r}")

@@ -211,7 +211,9 @@ def _named(name: str, registry: Registry) -> Spec:
         except PluginError as e:
             raise SpecError(str(e)) from None
         spec = Spec.from_dict(preset.spec, source=f"preset {name!r}")
-        return dataclasses.replace(spec, layers=registry.preset_layers(preset))
+        # the spec's own description wins; register()'s stands in where it has none
+        return dataclasses.replace(spec, layers=registry.preset_layers(preset),
+                                   description=spec.description or preset.description)
     if path.is_dir() and (path / "spec.json").is_file():
         raise SpecError(f"{path} is a run directory, not a spec: give {path / 'spec.json'} to "
                         f"train its spec anew, or `zoo train --resume {path}` to continue it")
@@ -263,7 +265,10 @@ def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
             problems.append(f"more than {MAX_ENTRIES:,} layers after unrolling repeats; "
                             "the spec is refused")
             return
-        if isinstance(item, dict) and ("repeat" in item or "residual" in item):
+        # a table with 'type' is a layer, whatever else it holds (a parameter may be called
+        # 'repeat' or 'residual'); only a table without one is a block
+        if isinstance(item, dict) and "type" not in item and ("repeat" in item
+                                                              or "residual" in item):
             if prefix.count(".") >= MAX_NESTING:
                 problems.append(f"{where}: blocks nested more than {MAX_NESTING} deep; the "
                                 "spec is refused")
