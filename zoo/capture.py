@@ -30,7 +30,9 @@ __all__ = ["LayerWarning", "layer_warnings", "HARMLESS"]
 HARMLESS_CATEGORIES = (DeprecationWarning, PendingDeprecationWarning, FutureWarning,
                        ImportWarning, ResourceWarning)
 HARMLESS = re.compile(r"training mode|is deprecated|will be removed|onnxscript.*version|"
-                      r"torch\.onnx\.export.*dynamo", re.IGNORECASE)
+                      r"torch\.onnx\.export.*dynamo|"
+                      # two inputs' batch axes share one name: the exporter merges them
+                      r"shares the same shape constraints with another axis", re.IGNORECASE)
 MAX_MESSAGE = 300  # a warning is one line; a torch message can carry a whole graph
 
 

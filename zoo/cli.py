@@ -481,5 +481,10 @@ def _fresh_dir(base: Path) -> Path:
     return Path(f"{base}-{n}")
 
 
+from zoo.cli_authors import new_plugin_cmd, test_plugin_cmd  # noqa: E402  (they use registry)
+
+main.add_command(new_plugin_cmd)
+main.add_command(test_plugin_cmd)
+
 if __name__ == "__main__":  # python -m zoo.cli
     main(prog_name=os.path.basename(sys.argv[0]) or "zoo")

@@ -17,7 +17,8 @@ shows it) naming the check, the entry and the plugin:
 
 - shapes: every module's output has the shape the layer's shape function declared;
 - forward: finite float32 logits [B, V] in train and eval mode, eval mode deterministic;
-- gradients: every parameter of the layer requires grad and gets a finite, nonzero gradient;
+- gradients: every parameter of the layer requires grad and gets a finite, nonzero gradient
+  (on a context of one position, a stateful layer's parameters may get zero: there is no past);
 - weights: a state_dict round trip through safetensors gives identical eval outputs;
 - batch independence: in eval mode row i's output does not change when other rows change (an
   LSTM that takes the batch axis for time fails it);
@@ -141,14 +142,15 @@ def candidate_specs(layer: LayerType, entry: Any, in_shape: Shape | None = None,
 def check_layer(layer: LayerType | str, *, params: dict[str, Any] | None = None,
                 in_shape: tuple[int, ...] | None = None, spec: list[Any] | None = None,
                 registry: Registry | None = None, vocab_size: int = 11, context: int = 4,
-                onnx: bool = True, seed: int = 0) -> ConformanceReport:
+                onnx: bool = True, seed: int = 0, strict: bool = False) -> ConformanceReport:
     """Check a layer type (a name or a LayerType) in a small model; raise ConformanceError.
 
     ``params`` are the spec parameters of the layer under test (e.g. ``{"heads": 4}``);
     ``in_shape`` the shape it receives, batch left out: ``(T, C)`` for a sequence (the model's
     context becomes T), ``(C,)`` for features; ``spec`` replaces the automatic surrounding
     model (a list of entries that uses the layer, run with ``context``). A LayerType that is
-    not registered is checked in a copy of the registry that has it.
+    not registered is checked in a copy of the registry that has it. ``strict`` makes a check
+    that could not run (``report.skipped``) fail too.
     """
     if in_shape is not None and not (
             isinstance(in_shape, tuple) and len(in_shape) in (1, 2)
@@ -219,6 +221,9 @@ def check_layer(layer: LayerType | str, *, params: dict[str, Any] | None = None,
         else:
             check_onnx(layer, model, export_onnx, OnnxModel, vocab_size, context)
             report.passed.append("onnx")
+    if strict and report.skipped:
+        fail(layer, "strict", "checks were skipped: " + "; ".join(
+            f"{check} ({reason})" for check, reason in report.skipped.items()))
     return report
 
 
