@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -72,16 +72,32 @@ class Tanh(nn.Tanh):
         return torch.tanh(x)
 
 
-def _simple(name: str, module: type[nn.Module], gain: float, doc: str) -> LayerType:
+def _simple(name: str, module: type[nn.Module], gain: float, doc: str,
+            **declared: Any) -> LayerType:
     return LayerType(name=name, doc=doc, shape=_same, build=lambda s, p, pl: module(),
-                     gain=gain, params=NoParams, causal=True, incremental="position")
+                     gain=gain, params=NoParams, causal=True, incremental="position", **declared)
+
+
+# saturated units, as the lecture counts them: |tanh| > 0.97, where its gradient (1 - y^2) is
+# below 6% of its peak; a sigmoid's equivalent (sigmoid(x) = (tanh(x/2) + 1) / 2) is 0.015
+def _tanh_saturated(y: torch.Tensor, params: Any) -> torch.Tensor:
+    return y.abs() > 0.97
+
+
+def _sigmoid_saturated(y: torch.Tensor, params: Any) -> torch.Tensor:
+    return (y < 0.015) | (y > 0.985)
+
+
+def _clamped(y: torch.Tensor, params: Any) -> torch.Tensor:
+    return (y <= params.min_val) | (y >= params.max_val)  # at a limit: no gradient
 
 
 # every activation acts on each position alone: causal, and its step is its forward
 ACTIVATIONS = (
-    _simple("tanh", Tanh, 5.0 / 3.0, "tanh(x); init gain 5/3"),
-    _simple("relu", nn.ReLU, math.sqrt(2.0), "max(x, 0); init gain sqrt(2)"),
-    _simple("sigmoid", nn.Sigmoid, 1.0, "1 / (1 + exp(-x)); init gain 1"),
+    _simple("tanh", Tanh, 5.0 / 3.0, "tanh(x); init gain 5/3", saturated=_tanh_saturated),
+    _simple("relu", nn.ReLU, math.sqrt(2.0), "max(x, 0); init gain sqrt(2)", dead_units=True),
+    _simple("sigmoid", nn.Sigmoid, 1.0, "1 / (1 + exp(-x)); init gain 1",
+            saturated=_sigmoid_saturated),
     _simple("identity", nn.Identity, 1.0, "x unchanged; init gain 1"),
     LayerType(name="leaky_relu", doc="max(x, 0) + slope * min(x, 0); init gain "
                                      "sqrt(2 / (1 + slope^2)) for the default slope",
@@ -95,7 +111,7 @@ ACTIVATIONS = (
     LayerType(name="hardtanh", doc="clamp(x, min_val, max_val); init gain 5/3, as for tanh",
               params=HardtanhParams, shape=_clamp_shape, gain=5.0 / 3.0,
               build=lambda s, p, pl: nn.Hardtanh(p.min_val, p.max_val),
-              causal=True, incremental="position"),
+              causal=True, incremental="position", saturated=_clamped),
 )
 
 

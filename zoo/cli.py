@@ -241,12 +241,18 @@ def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
                    "batch_size is the global batch).")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda|mps",
               help="Where to train; auto is CUDA when present, else the CPU.")
+@click.option("--diagnose", is_flag=True,
+              help="Record each layer's statistics at about 20 steps (diagnostics.jsonl; "
+                   "`zoo diagnose RUN`).")
+@click.option("--diagnose-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Record them every N steps (implies --diagnose).")
 @click.pass_context
 def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path | None,
               resume: Path | None, named: str | None, steps: int | None,
               batch_size: int | None, lr: float | None, seed: int | None,
               sets: tuple[str, ...], threads: int | None, samples: int,
-              progress: bool | None, nproc: int, device: str) -> None:
+              progress: bool | None, nproc: int, device: str, diagnose: bool,
+              diagnose_every: int | None) -> None:
     """Train SPEC (a preset or spec file; default mlp-bn) on a words file."""
     from zoo.threads import check_threads, reproducible
 
@@ -274,7 +280,8 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
     try:
         result = train(spec, data=data, out=resume or out, overrides=overrides,
                        resume=resume is not None, recipe=named, threads=threads,
-                       progress=progress, log=click.echo, registry=reg, device=device)
+                       progress=progress, log=click.echo, registry=reg, device=device,
+                       diagnose=diagnose_every or diagnose)
     except Interrupted as e:
         click.echo(f"stopped: {e}", err=True)
         ctx.exit(128 + e.signum)
@@ -291,6 +298,10 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
         words = sample(result.model.sampling_model(), vocab=result.vocab.chars,
                        context=result.model.context, n=samples, seed=0)
         click.echo("samples: " + " ".join(words))
+    if (result.path / "diagnostics.jsonl").is_file():
+        from zoo.cli_runs import print_findings
+
+        print_findings(result.path, {})
 
 
 @main.command("recipe")
@@ -482,9 +493,10 @@ def _fresh_dir(base: Path) -> Path:
 
 
 from zoo.cli_authors import new_plugin_cmd, test_plugin_cmd  # noqa: E402  (they use registry)
+from zoo.cli_runs import compare_cmd, diagnose_cmd  # noqa: E402
 
-main.add_command(new_plugin_cmd)
-main.add_command(test_plugin_cmd)
+for _command in (new_plugin_cmd, test_plugin_cmd, diagnose_cmd, compare_cmd):
+    main.add_command(_command)
 
 if __name__ == "__main__":  # python -m zoo.cli
     main(prog_name=os.path.basename(sys.argv[0]) or "zoo")

@@ -88,6 +88,9 @@ class LayerType:
     ``examples`` are parameter sets (``({"heads": 2}, {"heads": 4, "dropout": 0.1})``) that
     ``zoo test-plugin`` checks the layer with, on several shapes each; empty, it checks the
     defaults (so a layer with a required parameter should give one).
+    ``saturated(output, params)`` returns a boolean mask of the output units that are
+    saturated (tanh: ``|y| > 0.97``), and ``dead_units`` declares that a unit can die (relu:
+    zero for every input); ``zoo train --diagnose`` reports both (zoo.diagnostics).
     ``onnx_translation`` is needed only when the module uses ops the ONNX exporter cannot
     translate: a mapping (or a function returning one) from torch ops to onnxscript functions,
     passed to ``torch.onnx.export(custom_translation_table=...)``.
@@ -105,6 +108,8 @@ class LayerType:
     reduction: bool = False
     onnx_translation: Mapping[Any, Any] | Callable[[], Mapping[Any, Any]] | None = None
     examples: tuple[Mapping[str, Any], ...] = ()  # parameter sets `zoo test-plugin` checks
+    saturated: Callable[[Any, Any], Any] | None = None  # (output, params) -> bool mask
+    dead_units: bool = False  # a unit can die: zero for every input (relu)
     plugin: str = ""  # filled in by the registry: the plugin that registered it
     version: str = ""  # filled in by the registry: that plugin's version
 
@@ -243,6 +248,8 @@ def declaration_problems(layer: Any) -> list[str]:
         infos = layer.parameters()
     except Exception as e:  # unresolvable annotations
         return problems + [f"cannot read the parameter annotations: {e}"]
+    if layer.saturated is not None and not callable(layer.saturated):
+        problems.append("saturated must be callable: (output, params) -> a boolean mask")
     if not (isinstance(layer.examples, tuple)
             and all(isinstance(e, Mapping) for e in layer.examples)):
         problems.append("examples must be a tuple of parameter tables (dicts)")

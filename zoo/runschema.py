@@ -143,6 +143,7 @@ META: dict[str, Check] = {
     "extended": items(table({"at": integer(0), "from": integer(1), "to": integer(1)},
                             required=("at", "from", "to"))),
     "error": text,
+    "diagnose_every": integer(1),
 }
 ROW: dict[str, Check] = {
     "step": integer(1),

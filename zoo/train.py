@@ -42,6 +42,7 @@ from zoo.data import AUTO, IGNORE, Corpus, Dataset, Sequences, Vocab, Windows, m
 from zoo.distributed import Sync, World, check_processes, check_scale, peer_error, pick_device
 from zoo.errors import ArtifactError, RunWarning, SpecError, TrainingError, ZooError
 from zoo.export.contract import versions
+from zoo.findings import DIAGNOSTICS
 from zoo.preflight import check_batch_size
 from zoo.recipe import NAMED, Recipe, default_eval_every, make_optimizer, resolve_recipe
 from zoo.registry import Registry
@@ -96,6 +97,8 @@ class Loop:
     draw: curves.Drawing | None = None  # redraws loss.png (set by _loop, on rank 0)
     threads: Adaptive | None = None  # moves the thread count with the load (zoo.threads)
     new: bool = False  # created by this process: removed if an error ends it before step 1
+    diagnose: Any = None  # a zoo.diagnostics.Recorder with --diagnose (rank 0)
+    diagnosed: list[dict[str, Any]] = field(default_factory=list)  # diagnostics.jsonl rows
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -152,7 +155,8 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
           recipe: str | None = None, threads: int | None = None, progress: bool = True,
           log: Callable[[str], None] | None = None,
           on_step: Callable[[int, float], None] | None = None,
-          registry: Registry | None = None, device: str = "auto") -> TrainResult:
+          registry: Registry | None = None, device: str = "auto",
+          diagnose: bool | int = False) -> TrainResult:
     """Train a spec (default mlp-bn) on a words file into run directory ``out``, or resume.
 
     ``recipe`` names a recipe laid over the spec's (``zoo recipe`` lists them); ``threads``
@@ -162,6 +166,8 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
     Every input is checked before the run directory is created or changed.
     ``device`` is auto|cpu|cuda|mps; started by torchrun, each rank trains its slice of every
     batch with DDP and rank 0 writes the run directory (zoo.distributed).
+    ``diagnose`` records per-layer statistics (zoo.diagnostics) at about 20 steps (True) or
+    every N steps (an int) into ``diagnostics.jsonl``; a resumed run keeps its own setting.
     """
     out = Path(out)
     reproducible()
@@ -171,12 +177,34 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
         with sync.together():  # a bad input on any rank stops every rank, reported once
             state = _start(spec, data, out, overrides, resume, recipe, threads, registry, sync,
                            held, log)
+            _diagnosis(state, diagnose, resume)
         try:
             return _loop(state, progress=progress and sync.writer, log=log, on_step=on_step)
         except RuntimeError as e:  # a collective failed: another rank went away
             if not world.distributed:
                 raise
             raise peer_error(e, out, world.size, kept=not state.new or state.step > 0) from None
+
+
+def _diagnosis(s: Loop, diagnose: bool | int, resume: bool) -> None:
+    """Set up --diagnose: every how many steps (meta.json keeps it), the rows so far."""
+    from zoo import diagnostics
+
+    every = s.meta.get("diagnose_every") if resume and not diagnose else (
+        diagnostics.default_every(s.recipe.steps) if diagnose is True else diagnose or None)
+    if isinstance(every, bool) or (every is not None and (not isinstance(every, int)
+                                                          or every < 1)):
+        raise SpecError(f"--diagnose-every {every!r}: expected an integer >= 1")
+    if not every:
+        return
+    s.meta["diagnose_every"] = every
+    if s.sync.writer:
+        s.diagnose = diagnostics.Recorder(s.model, s.optimizer, every)
+        if resume:  # rows past the checkpoint were recorded by a process that died after it
+            from zoo.findings import read_rows
+
+            s.diagnosed = [r for r in read_rows(s.out / diagnostics.DIAGNOSTICS, missing_ok=True)
+                           if r["step"] <= s.step]
 
 
 def _start(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any] | None,
@@ -385,6 +413,8 @@ def _checkpoint(s: Loop, status: str, seconds: float) -> None:
     with s.sync.writing() as writer:  # rank 0 writes between barriers; the others wait
         if writer:
             save_checkpoint(s.out, s.model, s.optimizer, s.generator, s.step, s.pending)
+            if s.diagnose is not None:
+                curves.write_rows(s.out / DIAGNOSTICS, s.diagnosed)
             rundir.save_weights(s.out / rundir.WEIGHTS, s.model)
             rundir.write_json(s.out / rundir.META, s.meta)
 
@@ -446,8 +476,13 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
             idx = torch.randint(0, len(train_split), (recipe.batch_size,), generator=s.generator)
             xb, yb = train_split.batch(s.sync.shard(idx).numpy())  # (B / N, T), (B / N,)
             took = time.perf_counter()
+            recording = s.diagnose is not None and s.diagnose.due(s.step)
+            if recording:
+                s.diagnose.attach()  # for this step only
             loss = train_step(trainer, s.optimizer, torch.from_numpy(xb).to(device),
                               torch.from_numpy(yb).to(device), s.sync)
+            if recording:
+                s.diagnosed.append(s.diagnose.record(s.step, loss))
             if s.threads is not None:
                 s.threads.observe(time.perf_counter() - took)
             if not math.isfinite(loss):  # the mean over all ranks: every rank stops here

@@ -1,0 +1,80 @@
+"""Commands that read runs: ``zoo diagnose`` and ``zoo compare`` (parse and print; the work
+is in zoo.findings and zoo.compare, neither of which imports torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+__all__ = ["diagnose_cmd", "compare_cmd", "print_findings"]
+
+
+def _thresholds(items: tuple[str, ...]) -> dict[str, str]:
+    given = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            from zoo.errors import SpecError
+
+            raise SpecError(f"--threshold {item[:40]!r}: expected NAME=VALUE")
+        given[name.strip()] = value.strip()
+    return given
+
+
+def _report(run: Path, given: dict[str, str]) -> tuple[list, list, int]:
+    from zoo import findings, rundir
+
+    limits = findings.thresholds(given)  # the options first, then the files
+    rows = findings.read_rows(run / findings.DIAGNOSTICS)
+    vocab = rundir.read_vocab(run)
+    return rows, findings.findings(rows, vocab.size, limits), vocab.size
+
+
+def print_findings(run: Path, given: dict[str, str]) -> None:
+    rows, found, _ = _report(run, given)
+    if not found:
+        click.echo(f"diagnose: nothing found in {len(rows)} recorded steps (`zoo diagnose "
+                   f"{run}` shows the table)")
+    for finding in found:
+        click.echo(f"finding: {finding['text']}")
+
+
+@click.command("diagnose")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for tools.")
+@click.option("--threshold", "given", multiple=True, metavar="NAME=VALUE",
+              help="Change a finding's threshold (repeatable; see `zoo.findings`).")
+def diagnose_cmd(run: Path, as_json: bool, given: tuple[str, ...]) -> None:
+    """Print the layer statistics a `zoo train --diagnose` run recorded, and what they say."""
+    from zoo import findings
+
+    rows, found, vocab = _report(run, _thresholds(given))
+    if as_json:
+        click.echo(json.dumps({"run": str(run), "recorded_steps": [r["step"] for r in rows],
+                               "vocab_size": vocab,
+                               "thresholds": findings.thresholds(_thresholds(given)),
+                               "findings": found}, indent=2))
+        return
+    click.echo(findings.table(rows))
+    print_findings(run, _thresholds(given))
+
+
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for tools.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, metavar="FILE.png",
+              help="Draw the runs' validation curves on one PNG.")
+def compare_cmd(runs: tuple[Path, ...], as_json: bool, plot: Path | None) -> None:
+    """Print RUN... side by side: spec, parameters, steps, seconds, train/val/test, status."""
+    from zoo import compare, runpaths
+
+    rows = [compare.summarise(run) for run in runs]
+    if plot is not None:
+        runpaths.check_target(plot, "the plot")
+        compare.plot_png(rows, plot)
+    if as_json:
+        click.echo(json.dumps({"runs": rows}, indent=2))
+    else:
+        click.echo(compare.table(rows))
