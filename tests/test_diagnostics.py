@@ -170,3 +170,58 @@ def test_bad_input_is_one_line(tmp_path, cli, exported, name, args, message):
     result = cli(*[a.format(**fill) for a in args])
     assert_clean_error(result, message.format(**fill))
     assert snapshot(tmp_path) == before
+
+
+# -- the four plots, and TensorBoard ------------------------------------------------------------
+
+
+def test_a_diagnosed_run_draws_the_four_plots_and_zoo_diagnose_redraws_them(tmp_path, cli):
+    layers, overrides, _ = PATHOLOGIES["tanh-after-gain-5"]
+    run = diagnosed(tmp_path / "g", layers, overrides).path
+    plot = run / "diagnostics.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot.unlink()
+    result = cli("diagnose", str(run), "--step", "1")
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    before = snapshot(run)
+    assert_clean_error(cli("diagnose", str(run), "--step", "7"),
+                       "--step 7: not a recorded step; recorded: 1, 10, 20, 30")
+    assert snapshot(run) == before
+
+
+def test_tensorboard_holds_the_curves_and_the_statistics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    layers = EMBED + [{"type": "linear", "out": 32}, "tanh", "linear"]
+    run = diagnosed(tmp_path / "run", layers, tensorboard=tmp_path / "tb").path
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0,
+                                                                   "histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss/step", "loss/train", "loss/val", "lr", "activations/layers.3_tanh/std",
+            "activations/layers.3_tanh/saturated", "update_data/layers.2.weight"} <= \
+        set(tags["scalars"])
+    assert {"activations/layers.3_tanh", "weight_grads/layers.2.weight"} <= \
+        set(tags["histograms"])
+    rows = [json.loads(line) for line in (run / rundir.METRICS).read_text().splitlines()]
+    val = events.Scalars("loss/val")
+    assert [e.step for e in val] == [r["step"] for r in rows]
+    assert [e.value for e in val] == pytest.approx([r["val_loss"] for r in rows], rel=1e-6)
+    assert len(events.Scalars("loss/step")) == 200
+    hist = events.Histograms("activations/layers.3_tanh")
+    assert [h.step for h in hist] == [r["step"] for r in read_rows(run / DIAGNOSTICS)]
+
+
+def test_tensorboard_without_its_package_or_folder_is_one_line(tmp_path, cli, monkeypatch,
+                                                               tiny_words):
+    (tmp_path / "file").write_text("x")
+    args = ["train", "bigram", "--data", str(tiny_words), "--out", str(tmp_path / "run")]
+    assert_clean_error(cli(*args, "--tensorboard", str(tmp_path / "file" / "tb")),
+                       f"--tensorboard {tmp_path}/file/tb: {tmp_path}/file is a file, not a "
+                       "folder")
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)
+    assert_clean_error(cli(*args, "--tensorboard", str(tmp_path / "tb")),
+                       "--tensorboard needs the tensorboard package: pip install "
+                       "'layerzoo[tensorboard]'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -246,13 +246,16 @@ def parse_set(items: tuple[str, ...]) -> dict[str, Any]:
                    "`zoo diagnose RUN`).")
 @click.option("--diagnose-every", type=click.IntRange(min=1), default=None, metavar="N",
               help="Record them every N steps (implies --diagnose).")
+@click.option("--tensorboard", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Also write the curves (and --diagnose's statistics) as TensorBoard "
+                   "events into DIR (needs: pip install 'layerzoo[tensorboard]').")
 @click.pass_context
 def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path | None,
               resume: Path | None, named: str | None, steps: int | None,
               batch_size: int | None, lr: float | None, seed: int | None,
               sets: tuple[str, ...], threads: int | None, samples: int,
               progress: bool | None, nproc: int, device: str, diagnose: bool,
-              diagnose_every: int | None) -> None:
+              diagnose_every: int | None, tensorboard: Path | None) -> None:
     """Train SPEC (a preset or spec file; default mlp-bn) on a words file."""
     from zoo.threads import check_threads, reproducible
 
@@ -281,7 +284,7 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
         result = train(spec, data=data, out=resume or out, overrides=overrides,
                        resume=resume is not None, recipe=named, threads=threads,
                        progress=progress, log=click.echo, registry=reg, device=device,
-                       diagnose=diagnose_every or diagnose)
+                       diagnose=diagnose_every or diagnose, tensorboard=tensorboard)
     except Interrupted as e:
         click.echo(f"stopped: {e}", err=True)
         ctx.exit(128 + e.signum)

@@ -46,11 +46,19 @@ def print_findings(run: Path, given: dict[str, str]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON document, for tools.")
 @click.option("--threshold", "given", multiple=True, metavar="NAME=VALUE",
               help="Change a finding's threshold (repeatable; see `zoo.findings`).")
-def diagnose_cmd(run: Path, as_json: bool, given: tuple[str, ...]) -> None:
-    """Print the layer statistics a `zoo train --diagnose` run recorded, and what they say."""
-    from zoo import findings
+@click.option("--step", type=click.IntRange(min=1), default=None,
+              help="Draw the plots at this recorded step [default: the last].")
+def diagnose_cmd(run: Path, as_json: bool, given: tuple[str, ...], step: int | None) -> None:
+    """Print the layer statistics a `zoo train --diagnose` run recorded and what they say, and
+    redraw RUN/diagnostics.png (the lecture's four plots)."""
+    from zoo import atomic, diagplot, findings, runpaths
 
     rows, found, vocab = _report(run, _thresholds(given))
+    if rows:
+        diagplot.pick(rows, step)  # refused before anything is written
+        runpaths.check_target(run / diagplot.PLOT, "the plot", allowed=(diagplot.PLOT,))
+        if atomic.holder(run) is None:  # a run being trained redraws it itself at its end
+            diagplot.write_png(rows, run / diagplot.PLOT, step)
     if as_json:
         click.echo(json.dumps({"run": str(run), "recorded_steps": [r["step"] for r in rows],
                                "vocab_size": vocab,

@@ -21,7 +21,9 @@ run's ``diagnostics.jsonl``::
 layer that declares none), ``dead`` the fraction of its units zero for the whole batch (layers
 that declare ``dead_units``), ``update_data`` is ``log10(update.std() / data.std())``.
 ``hist`` holds ``HIST_BINS`` counts of the outputs over ``[-HIST_RANGE, HIST_RANGE]`` (clamped
-into the end bins). Under DDP rank 0 records its own slice of the batch.
+into the end bins), ``grad_hist`` those of a layer's output gradient or a weight's gradient over
+``[-grad_range, grad_range]`` (4 of its std). Under DDP rank 0 records its own slice of the
+batch. ``zoo.diagplot`` draws the lecture's four plots from the rows.
 """
 
 from __future__ import annotations
@@ -107,12 +109,27 @@ def _layer_row(entry: Any, out: torch.Tensor) -> dict[str, Any]:
         units = y.reshape(-1, y.shape[-1])  # (B * T, C): a unit is a feature
         dead = float((units == 0).all(dim=0).double().mean())
     grad = out.grad.double() if out.grad is not None else None
-    hist = torch.histc(y.clamp(-HIST_RANGE, HIST_RANGE), HIST_BINS, -HIST_RANGE, HIST_RANGE)
     return {"entry": f"layers.{entry.index} {layer.name}", "mean": _num(y.mean()),
             "std": _num(y.std()), "saturated": saturated, "dead": dead,
             "grad_mean": None if grad is None else _num(grad.mean()),
             "grad_std": None if grad is None else _num(grad.std()),
-            "hist": [int(c) for c in hist.tolist()]}
+            "hist": _hist(y, HIST_RANGE), **_spread_hist(grad)}
+
+
+def _hist(values: torch.Tensor, reach: float) -> list[int]:
+    """HIST_BINS counts over [-reach, reach], values beyond it in the end bins."""
+    return [int(c) for c in torch.histc(values.clamp(-reach, reach), HIST_BINS, -reach,
+                                        reach).tolist()]
+
+
+def _spread_hist(values: torch.Tensor | None) -> dict[str, Any]:
+    """A gradient's histogram over +-4 of its std (its scale varies by orders of magnitude)."""
+    if values is None or not values.numel():
+        return {"grad_hist": None, "grad_range": None}
+    reach = float(4 * values.std()) if values.numel() > 1 else 0.0
+    if not (math.isfinite(reach) and reach > 0):
+        return {"grad_hist": None, "grad_range": None}
+    return {"grad_hist": _hist(values, reach), "grad_range": float(f"{reach:.6g}")}
 
 
 def _weight_row(name: str, p: torch.Tensor, data: torch.Tensor,
@@ -123,7 +140,8 @@ def _weight_row(name: str, p: torch.Tensor, data: torch.Tensor,
     ratio = float(update / spread) if spread > 0 else math.nan
     return {"name": name, "shape": list(p.shape), "grad_std": _num(grad.std()),
             "grad_data": _num(grad.std() / spread) if spread > 0 else None,
-            "update_data": round(math.log10(ratio), 4) if ratio > 0 else None}
+            "update_data": round(math.log10(ratio), 4) if ratio > 0 else None,
+            **_spread_hist(grad)}
 
 
 def _num(value: torch.Tensor) -> float | None:

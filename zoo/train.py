@@ -99,6 +99,7 @@ class Loop:
     new: bool = False  # created by this process: removed if an error ends it before step 1
     diagnose: Any = None  # a zoo.diagnostics.Recorder with --diagnose (rank 0)
     diagnosed: list[dict[str, Any]] = field(default_factory=list)  # diagnostics.jsonl rows
+    board: Any = None  # a zoo.tboard.Board with --tensorboard (rank 0)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -156,7 +157,7 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
           log: Callable[[str], None] | None = None,
           on_step: Callable[[int, float], None] | None = None,
           registry: Registry | None = None, device: str = "auto",
-          diagnose: bool | int = False) -> TrainResult:
+          diagnose: bool | int = False, tensorboard: str | Path | None = None) -> TrainResult:
     """Train a spec (default mlp-bn) on a words file into run directory ``out``, or resume.
 
     ``recipe`` names a recipe laid over the spec's (``zoo recipe`` lists them); ``threads``
@@ -168,8 +169,13 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
     batch with DDP and rank 0 writes the run directory (zoo.distributed).
     ``diagnose`` records per-layer statistics (zoo.diagnostics) at about 20 steps (True) or
     every N steps (an int) into ``diagnostics.jsonl``; a resumed run keeps its own setting.
+    ``tensorboard`` writes the curves (and the diagnostics) as TensorBoard events there.
     """
     out = Path(out)
+    if tensorboard is not None:  # before anything is written
+        from zoo.tboard import check
+
+        check(tensorboard)
     reproducible()
     world = World.from_env()
     # the run directory's lock (rank 0's) is held in ``held`` for the whole run
@@ -178,6 +184,11 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
             state = _start(spec, data, out, overrides, resume, recipe, threads, registry, sync,
                            held, log)
             _diagnosis(state, diagnose, resume)
+            if tensorboard is not None and sync.writer:
+                from zoo.tboard import Board
+
+                state.board = Board(tensorboard)
+                held.callback(state.board.close)
         try:
             return _loop(state, progress=progress and sync.writer, log=log, on_step=on_step)
         except RuntimeError as e:  # a collective failed: another rank went away
@@ -429,6 +440,8 @@ def _evaluation(s: Loop, seconds: float) -> dict[str, Any]:
     s.pending = []
     if s.sync.writer:  # the other ranks wait for rank 0 in _checkpoint
         curves.write_rows(s.out / rundir.METRICS, s.rows)
+    if s.board is not None:
+        s.board.curves(row)
     _checkpoint(s, "running", seconds)
     _redraw(s, force=len(s.rows) == 1 or s.step == s.recipe.steps)
     return row
@@ -446,6 +459,20 @@ def _redraw(s: Loop, *, force: bool) -> None:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else e
         warnings.warn(f"cannot draw {s.out / rundir.PLOT} ({reason}); training goes on "
                       "without it", RunWarning, stacklevel=1)
+
+
+def _draw_diagnostics(s: Loop) -> None:
+    """diagnostics.png (rank 0, --diagnose) when the run ends or stops; a failure is a warning."""
+    if s.diagnose is None or not s.diagnosed:
+        return
+    from zoo import diagplot
+
+    try:
+        diagplot.write_png(s.diagnosed, s.out / diagplot.PLOT)
+    except (ZooError, OSError, ValueError, RuntimeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        warnings.warn(f"cannot draw {s.out / diagplot.PLOT} ({reason}); the rows are in "
+                      f"{s.out / DIAGNOSTICS}", RunWarning, stacklevel=1)
 
 
 def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
@@ -466,6 +493,7 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
             if signum:
                 _checkpoint(s, "interrupted", seconds())
                 _redraw(s, force=True)
+                _draw_diagnostics(s)
                 name = signal.Signals(signum).name
                 raise s.sync.own(Interrupted(
                     f"{name} at step {s.step:,} of {recipe.steps:,}: checkpoint saved; continue "
@@ -483,6 +511,8 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
                               torch.from_numpy(yb).to(device), s.sync)
             if recording:
                 s.diagnosed.append(s.diagnose.record(s.step, loss))
+                if s.board is not None:
+                    s.board.diagnostics(s.diagnosed[-1])
             if s.threads is not None:
                 s.threads.observe(time.perf_counter() - took)
             if not math.isfinite(loss):  # the mean over all ranks: every rank stops here
@@ -516,6 +546,7 @@ def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
     final = {f"{k}_loss": loss for k, loss in zip(splits, losses, strict=True)}
     s.meta["metrics"] = final
     _checkpoint(s, "finished", seconds())
+    _draw_diagnostics(s)
     s.model.eval().cpu()  # sampling and export read it on the CPU
     return TrainResult(s.out, recipe.steps, float(s.meta["seconds"]), final, s.model,
                        s.dataset.vocab)
