@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_sampling.py --run runs/mlp-bn [-n 1000000]
 
 Everything is measured side by side in one run on ../shared/data/names.txt when present (else
-the bundled corpus), and printed as a markdown table. The promise (issue 9.3): a whole
+the bundled corpus), and printed as a markdown table. The promise: a whole
 ``zoo sample model.onnx -n 1000000 --seed 0`` process makes >= 100x the characters per second
 of the seed-style loop, which samples one word at a time with one torch forward pass (batch 1)
 per character. A character is one drawn id (the closing '.' included, as the loop counts it;

@@ -330,7 +330,7 @@ CASES: list[tuple[str, Breaker, list[str], list[str]]] = [
      [f"{T}/empty/spec.json is missing"]),
     ("resume-no-such-dir", nothing, ["train", "--resume", f"{T}/nope"],
      [f"{T}/nope"]),
-    # -- round 2 (issue 14): silent wrong results ------------------------------------------
+    # -- silent wrong results --------------------------------------------------------------
     ("weights-int8", retype(torch.int8), ["sample", R],
      [f"{R}/{W}: tensor", "holds int8 values; expected float (float32, float64, float16, "
       "bfloat16)"]),
@@ -350,7 +350,7 @@ CASES: list[tuple[str, Breaker, list[str], list[str]]] = [
      ["sample", R], [f"{R}/spec.json: invalid JSON: key 'context' appears twice"]),
     ("meta-duplicate-key", edit("meta.json", '"seed"', '"seed": 1, "seed"'), ["check", R, X],
      [f"{R}/meta.json: invalid JSON: key 'seed' appears twice"]),
-    # -- round 2: "internal error" no more -------------------------------------------------
+    # -- never an "internal error" -------------------------------------------------------
     ("spec-deeply-nested", write("spec.json", DEEP), ["sample", R],
      [f"{R}/spec.json: invalid JSON: nested too deeply"]),
     ("vocab-deeply-nested", write("vocab.json", DEEP), ["summary", R],
@@ -368,7 +368,7 @@ CASES: list[tuple[str, Breaker, list[str], list[str]]] = [
     ("meta-int-5000-digits", edit("meta.json", '"step": ', '"step": ' + "3" * 5000 + ", "
                                   '"x": '), ["check", R, X],
      [f"{R}/meta.json: invalid JSON: an integer of 5,000 digits"]),
-    # -- round 2: files that are not regular files: refused by name, never read or waited on
+    # -- files that are not regular files: refused by name, never read or waited on
     ("weights-fifo", special_file(W, "fifo"), ["sample", R],
      [f"{R}/{W} is a FIFO (named pipe); expected a safetensors weights file"]),
     ("weights-dev-zero", special_file(W, "dev-zero"), ["export", R],

@@ -19,7 +19,7 @@ CASES = [
     ("control-char", b"emma\nav\x1ba\n", ["words.txt:2:", "control characters"]),
     ("too-few-words", b"ab\ncd\nef\ngh\n", ["4 words are too few", "need at least 10"]),
     ("binary", bytes(range(256)) * 4, ["words.txt:2: not UTF-8 (byte 0x80)"]),
-    # -- round 2 (issue 14): lines end at \n only, so nothing splits a word or shifts a line --
+    # -- lines end at \n only, so nothing splits a word or shifts a line --
     ("form-feed-in-word", b"emma\nav\x0cery\nst. john\n", ["words.txt:2: word 'av\\x0cery'"]),
     ("line-separator-in-word", "emma\nav\u2028ery\n".encode(),
      ["words.txt:2: word", "LINE SEPARATOR is invisible or breaks lines"]),

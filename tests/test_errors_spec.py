@@ -104,7 +104,7 @@ CASES = [
      ["key 'description': expected a string, got int 5"]),
     ("not-utf8", "s.toml", b"[model]\ncontext = 3 # \xff\n", ["not UTF-8"]),
     ("deep-json", "s.json", "[" * 100_000 + "]" * 100_000, ["s.json", "invalid JSON"]),
-    # -- round 2 (issue 14): silent last-wins, huge numbers, huge problem lists, odd names ----
+    # -- silent last-wins, huge numbers, huge problem lists, odd names ----
     ("json-duplicate-key", "s.json",
      '{"model": {"context": 3, "layers": ["tanh"], "context": 8}}',
      ["s.json: invalid JSON: key 'context' appears twice in one object"]),

@@ -161,7 +161,7 @@ def test_sampling_never_imports_torch() -> None:
     assert out.stdout.strip() == "[]"
 
 
-# -- index-stable random numbers (issue 9.2) ---------------------------------------------------
+# -- index-stable random numbers ---------------------------------------------------------------
 
 def reference_u(seed: int, i: int, step: int) -> float:
     """The generator of zoo/sampling.py's docstring in plain Python integers (mod 2**64)."""

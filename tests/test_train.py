@@ -225,7 +225,7 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     assert int(ckpt["step"]) == meta["step"]
 
 
-# -- extending a run, curves, threads, bad input (issue 12) ---------------------------------
+# -- extending a run, curves, threads, bad input ------------------------------------------
 
 
 def cli_error(args: list[str]) -> str:
