@@ -225,3 +225,16 @@ def test_tensorboard_without_its_package_or_folder_is_one_line(tmp_path, cli, mo
                        "--tensorboard needs the tensorboard package: pip install "
                        "'layerzoo[tensorboard]'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_compare_imports_no_torch(exported):
+    import subprocess
+    import sys
+
+    run = exported("mlp-bn")[0]
+    code = ("import sys\nfrom zoo.cli import main\ntry:\n    main(['compare', sys.argv[1]])\n"
+            "except SystemExit:\n    pass\nassert 'torch' not in sys.modules, 'torch imported'\n")
+    done = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "LAYERZOO_LOAD_PLUGINS": ""})
+    assert done.returncode == 0, done.stderr
+    assert "finished" in done.stdout
