@@ -125,6 +125,27 @@ def test_a_sequence_model_on_two_processes_gives_the_weights_of_one(tmp_path, ti
     assert meta["kind"] == "sequence" and meta["step"] == 30 and meta["processes"] == 2
 
 
+def test_two_ranks_diagnosed_record_rank_0s_slice_and_train_as_without(tmp_path, tiny_words):
+    from zoo.findings import DIAGNOSTICS, read_rows
+
+    spec = write_spec(tmp_path, "s", LAYERS, steps=40, eval_every=20)
+    plain = zoo("train", str(spec), "--data", str(tiny_words), "--out", str(tmp_path / "plain"),
+                "--device", "cpu", launcher=["-m", "torch.distributed.run", "--standalone",
+                                             "--nproc_per_node", "2"])
+    diagnosed = zoo("train", str(spec), "--data", str(tiny_words), "--out",
+                    str(tmp_path / "diag"), "--device", "cpu", "--diagnose",
+                    launcher=["-m", "torch.distributed.run", "--standalone",
+                              "--nproc_per_node", "2"])
+    (code_a, _, err_a), (code_b, out_b, err_b) = finish(plain), finish(diagnosed)
+    assert (code_a, code_b) == (0, 0), (err_a, err_b)
+    assert max_diff(tmp_path / "plain", tmp_path / "diag") == 0.0  # recording changes nothing
+    rows = read_rows(tmp_path / "diag" / DIAGNOSTICS)
+    assert [r["step"] for r in rows] == [1, 2, *range(4, 41, 2)]  # 40 // 20 = every 2nd
+    # rank 0's slice: half of the global batch of 32 in each histogram of a [B, 32] output
+    assert sum(rows[0]["layers"][2]["hist"]) == 16 * 32
+    assert "nothing found" in out_b or "finding:" in out_b  # rank 0 printed the findings once
+
+
 # -- stopping: Ctrl-C, resume, a dying rank ------------------------------------------------
 
 
