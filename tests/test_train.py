@@ -496,3 +496,15 @@ def test_importing_the_runtime_changes_no_environment_and_imports_no_torch():
             "assert 'torch' not in sys.modules")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MKL_")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_train_leaves_the_process_as_it_found_it(tmp_path, monkeypatch):
+    from zoo.threads import PROCESS_SETTINGS
+
+    for key in PROCESS_SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    before = torch.get_num_threads()
+    environ = dict(os.environ)
+    train("mlp", out=tmp_path / "run", overrides=FAST, progress=False, threads=1)
+    assert torch.get_num_threads() == before
+    assert dict(os.environ) == environ

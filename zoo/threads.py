@@ -268,7 +268,7 @@ def probe_step(model: Any, x: Any, y: Any, loss_fn: Callable[..., Any]) -> Calla
     return step
 
 
-def reproducible() -> None:
+def reproducible() -> list[str]:
     """Ask MKL for results that do not depend on memory alignment or a changing thread count.
 
     Without strict conditional numerical reproducibility the first training run in a process
@@ -277,9 +277,12 @@ def reproducible() -> None:
     it starts, so this is called where training starts: by ``zoo train`` before it imports
     torch, and by ``train()`` (in time for MKL's first call when nothing ran torch before).
     Not at ``import zoo``: importing a library must not change the process environment.
+    Returns the keys it set (``train()`` removes them again when it returns: MKL has read them).
     """
-    for key, value in PROCESS_SETTINGS.items():
-        os.environ.setdefault(key, value)
+    added = [key for key in PROCESS_SETTINGS if key not in os.environ]
+    for key in added:
+        os.environ[key] = PROCESS_SETTINGS[key]
+    return added
 
 
 def start(model: Any, x: Any, y: Any, loss_fn: Callable[..., Any], requested: int | None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import shutil
 import signal
 import time
@@ -176,7 +177,21 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
         from zoo.tboard import check
 
         check(tensorboard)
-    reproducible()
+    added, threads_before = reproducible(), torch.get_num_threads()
+    try:
+        return _train(spec, data, out, overrides, resume, recipe, threads, progress, log,
+                      on_step, registry, device, diagnose, tensorboard)
+    finally:  # the library leaves the process as it found it
+        torch.set_num_threads(threads_before)
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _train(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, Any] | None,
+           resume: bool, recipe: str | None, threads: int | None, progress: bool,
+           log: Callable[[str], None] | None, on_step: Callable[[int, float], None] | None,
+           registry: Registry | None, device: str, diagnose: bool | int,
+           tensorboard: str | Path | None) -> TrainResult:
     world = World.from_env()
     # the run directory's lock (rank 0's) is held in ``held`` for the whole run
     with Sync(world, pick_device(device, world)) as sync, contextlib.ExitStack() as held:
