@@ -76,6 +76,9 @@ def test_bundled_corpus_is_lowercase_names():
     words = read_words(default_words_file())
     assert 25_000 < len(words) < 35_000
     assert set("".join(words)) == set("abcdefghijklmnopqrstuvwxyz")
+    from zoo.data import BUNDLED_VOCAB_SIZE
+
+    assert BUNDLED_VOCAB_SIZE == len(set("".join(words))) + 1  # and '.'
 
 
 def test_lines_are_stripped_and_blank_lines_skipped(tmp_path):

@@ -73,7 +73,7 @@ CASES = [
       "comes from entry 0 (embedding)"]),
     ("features-first", "s.toml", toml('[{type = "linear", out = 8}, "linear"]'),
      ["entry 0 (linear) takes features but the model input (token ids) gives token ids",
-      "start the layers with an 'embedding'"]),
+      "start the layers with one that takes token ids ('embedding')"]),
     ("embedding-twice", "s.toml", toml('["embedding", "embedding", "flatten", "linear"]'),
      ["entry 1 (embedding) takes token ids but entry 0 (embedding) gives features"]),
     ("not-logits", "s.toml", toml('[{type = "embedding", dim = 4}, {type = "linear", out = 5}]'),

@@ -135,11 +135,11 @@ BAD_SPECS = [
                  id="shapes-name-both-entries"),
     pytest.param(["flatten", "linear"],
                  "<python>: entry 0 (flatten) takes features but the model input (token ids) "
-                 "gives token ids; start the layers with an 'embedding'", id="no-embedding"),
+                 "gives token ids; start the layers with one that takes token ids ('embedding')", id="no-embedding"),
     pytest.param(["embedding", "flatten", {"type": "linear", "out": 5}],
                  "<python>: the model must end with logits of shape (27,) for a 27-symbol "
-                 "vocabulary, but entry 2 (linear) gives (5,); end with a 'linear' (its 'out' "
-                 "defaults to the vocabulary)", id="wrong-output"),
+                 "vocabulary, but entry 2 (linear) gives (5,); end with a layer that gives "
+                 "(27,), such as a linear map to the vocabulary", id="wrong-output"),
     pytest.param([], "<python>: model.layers is empty: a model needs at least one layer",
                  id="empty"),
     pytest.param(entry({"repeat": 0, "layers": ["tanh"]}),
@@ -192,7 +192,7 @@ def test_a_missing_reduction_names_every_registered_reduction() -> None:
     assert str(e.value) == (
         "<python>: the model must end with logits of shape (27,) for a 27-symbol vocabulary "
         "(a window model) or (4, 27) (a sequence model, a prediction per position), but "
-        f"entry 2 (linear) gives (2, 27); add a {listed} before the last linear to reduce "
+        f"entry 2 (linear) gives (2, 27); add a {listed} before the last layer to reduce "
         "the time axis")
 
 

@@ -236,14 +236,24 @@ def block_edges(entries: list[Entry]) -> list[tuple[tuple[str, ...], int]]:
     return edges
 
 
+def _listed(names: list[str]) -> str:
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _token_hint(registry: Registry | None) -> str:
+    """The fix for a model whose first layer takes features, named from the registry."""
+    names = [n for n, t in (registry.layers.items() if registry else ()) if t.takes_tokens]
+    which = f" ({_listed(names)})" if names else ""
+    return f"; start the layers with one that takes token ids{which}"
+
+
 def _reduction_hint(registry: Registry | None) -> str:
     """The fix for a model that still has a time axis, named from the registered reductions."""
     names = [n for n, t in (registry.layers.items() if registry else ()) if t.reduction]
     if not names:
-        return "; add a layer that reduces the time axis before the last linear"
-    quoted = [repr(n) for n in names]
-    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
-    return f"; add a {listed} before the last linear to reduce the time axis"
+        return "; add a layer that reduces the time axis before the last layer"
+    return f"; add a {_listed(names)} before the last layer to reduce the time axis"
 
 
 def infer_shapes(entries: list[Entry], places: list[Place], context: int,
@@ -265,7 +275,7 @@ def infer_shapes(entries: list[Entry], places: list[Place], context: int,
         if entry.layer.takes_tokens != tokens:
             want = "token ids" if entry.layer.takes_tokens else "features"
             have = "token ids" if tokens else f"features of shape {shape}"
-            fix = "; start the layers with an 'embedding'" if tokens else ""
+            fix = _token_hint(registry) if tokens else ""
             raise SpecError(f"{entry.label} takes {want} but {producer} gives {have}{fix}",
                             source)
         try:
@@ -296,7 +306,8 @@ def infer_shapes(entries: list[Entry], places: list[Place], context: int,
         if len(shape) == 1:
             raise SpecError(f"the model must end with logits of shape ({vocab_size},) for a "
                             f"{vocab_size}-symbol vocabulary, but {producer} gives {shape}; end "
-                            "with a 'linear' (its 'out' defaults to the vocabulary)", source)
+                            f"with a layer that gives ({vocab_size},), such as a linear map to "
+                            "the vocabulary", source)
         raise SpecError(f"the model must end with logits of shape ({vocab_size},) for a "
                         f"{vocab_size}-symbol vocabulary (a window model) or ({context}, "
                         f"{vocab_size}) (a sequence model, a prediction per position), but "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from zoo.data import BUNDLED_VOCAB_SIZE
 from zoo.errors import SpecError, ZooError
 from zoo.options import Decimal, Whole
 
@@ -158,7 +159,7 @@ def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command("presets")
-@click.option("--vocab", type=click.IntRange(min=2), default=27, show_default=True,
+@click.option("--vocab", type=click.IntRange(min=2), default=BUNDLED_VOCAB_SIZE, show_default=True,
               help="Vocabulary size used to count parameters.")
 @click.pass_context
 def presets_cmd(ctx: click.Context, vocab: int) -> None:
@@ -172,7 +173,8 @@ def presets_cmd(ctx: click.Context, vocab: int) -> None:
 @main.command("summary")
 @click.argument("spec")
 @click.option("--vocab", type=click.IntRange(min=2), default=None,
-              help="Vocabulary size [default: a run's own, else 27 (a-z and '.')].")
+              help=f"Vocabulary size [default: a run's own, else {BUNDLED_VOCAB_SIZE} (a-z and "
+                   "'.')].")
 @click.option("--context", type=click.IntRange(min=1), default=None,
               help="Override the spec's context length.")
 @click.pass_context
@@ -193,7 +195,7 @@ def summary_cmd(ctx: click.Context, spec: str, vocab: int | None, context: int |
         vocab = vocab or run_vocab.size
     else:
         spec_obj = spec
-    model = build_model(spec_obj, vocab or 27, context=context, registry=reg)
+    model = build_model(spec_obj, vocab or BUNDLED_VOCAB_SIZE, context=context, registry=reg)
     click.echo(report.summary(model, spec))
 
 
@@ -270,7 +272,9 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
         if value is not None:
             overrides[key] = value
     if resume is None and out is None:
-        out = _fresh_dir(Path("runs") / Path(spec or "mlp-bn").stem)
+        from zoo.spec import DEFAULT_PRESET
+
+        out = _fresh_dir(Path("runs") / Path(spec or DEFAULT_PRESET).stem)
     if progress is None:
         progress = sys.stderr.isatty()
     from zoo import distributed

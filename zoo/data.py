@@ -26,11 +26,13 @@ import numpy as np
 from zoo import files
 from zoo.errors import DataError
 
-__all__ = ["Vocab", "Dataset", "Windows", "Sequences", "read_words", "windows", "split_words",
+__all__ = ["BUNDLED_VOCAB_SIZE",
+           "Vocab", "Dataset", "Windows", "Sequences", "read_words", "windows", "split_words",
            "load_dataset", "default_words_file", "auto_context", "BOUNDARY", "MAX_WORD_LENGTH",
            "AUTO", "IGNORE", "Corpus", "make_dataset"]
 
 BOUNDARY = "."
+BUNDLED_VOCAB_SIZE = 27  # the bundled names: '.' and a-z (a test holds it to the file)
 AUTO = "auto"  # a sequence model's context: the longest word + 1, from the words file
 IGNORE = -1  # the target of a position after a word's end: left out of the loss
 MAX_WORD_LENGTH = 256  # longer lines are not words: refuse them with the line number

@@ -149,7 +149,7 @@ def preflight(spec: Any, resume: Path | None, overrides: dict[str, Any], nproc: 
         return False
     from zoo import rundir
     from zoo.recipe import resolve_recipe
-    from zoo.spec import load_spec
+    from zoo.spec import DEFAULT_PRESET, load_spec
 
     # the batch size the ranks will use: the run's own on resume, else the spec's + overrides
     if resume is not None:
@@ -158,7 +158,7 @@ def preflight(spec: Any, resume: Path | None, overrides: dict[str, Any], nproc: 
         run_spec = rundir.read_spec(Path(resume))
         batch_size = resolve_recipe(run_spec.train, source=run_spec.source).batch_size
     else:
-        loaded = load_spec("mlp-bn" if spec is None else spec, registry=registry)
+        loaded = load_spec(DEFAULT_PRESET if spec is None else spec, registry=registry)
         batch_size = resolve_recipe(loaded.train, overrides, named=named,
                                     source=loaded.source).batch_size
     check_scale(nproc, batch_size)

@@ -33,10 +33,11 @@ from zoo.layer import LayerType
 from zoo.recipe import check_recipe
 from zoo.registry import Registry, get_registry
 
-__all__ = ["Spec", "Entry", "load_spec", "read_spec_file", "expand", "names_file",
+__all__ = ["DEFAULT_PRESET", "Spec", "Entry", "load_spec", "read_spec_file", "expand", "names_file",
            "DEFAULT_CONTEXT"]
 
 DEFAULT_CONTEXT = 3  # makemore's MLP; a spec sets model.context to change it
+DEFAULT_PRESET = "mlp-bn"  # what `zoo train` and train() build when given no spec
 MAX_ENTRIES = 1000  # layers after repeats are unrolled
 MAX_NESTING = 32  # blocks inside blocks: deeper would outrun Python's recursion in training
 MAX_CONTEXT = 4096

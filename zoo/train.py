@@ -47,7 +47,7 @@ from zoo.findings import DIAGNOSTICS
 from zoo.preflight import check_batch_size
 from zoo.recipe import NAMED, Recipe, default_eval_every, make_optimizer, resolve_recipe
 from zoo.registry import Registry
-from zoo.spec import Spec, load_spec
+from zoo.spec import DEFAULT_PRESET, Spec, load_spec
 from zoo.threads import Adaptive, check_threads, reproducible
 from zoo.threads import start as start_threads
 
@@ -247,7 +247,7 @@ def _start(spec: Any, data: str | Path | None, out: Path, overrides: dict[str, A
             held.enter_context(rundir.lock(out))
         state = _resume_run(out, overrides or {}, registry, sync)
     else:
-        state = _new_run("mlp-bn" if spec is None else spec, data, out, overrides or {},
+        state = _new_run(DEFAULT_PRESET if spec is None else spec, data, out, overrides or {},
                          recipe, registry, sync, held, log)
     split = state.dataset.splits["train"]
     xb, yb = split.batch(np.arange(min(state.recipe.batch_size, len(split))))  # (B, T), (B,)
