@@ -135,7 +135,8 @@ BAD_SPECS = [
                  id="shapes-name-both-entries"),
     pytest.param(["flatten", "linear"],
                  "<python>: entry 0 (flatten) takes features but the model input (token ids) "
-                 "gives token ids; start the layers with one that takes token ids ('embedding')", id="no-embedding"),
+                 "gives token ids; start the layers with one that takes token ids "
+                 "('embedding')", id="no-embedding"),
     pytest.param(["embedding", "flatten", {"type": "linear", "out": 5}],
                  "<python>: the model must end with logits of shape (27,) for a 27-symbol "
                  "vocabulary, but entry 2 (linear) gives (5,); end with a layer that gives "
