@@ -308,7 +308,7 @@ def train_cmd(ctx: click.Context, spec: str | None, data: Path | None, out: Path
     if (result.path / "diagnostics.jsonl").is_file():
         from zoo.cli_runs import print_findings
 
-        print_findings(result.path, {})
+        print_findings(result.path)
 
 
 @main.command("recipe")

@@ -23,17 +23,20 @@ def _thresholds(items: tuple[str, ...]) -> dict[str, str]:
     return given
 
 
-def _report(run: Path, given: dict[str, str]) -> tuple[list, list, int]:
+def _report(run: Path, given: dict[str, str]) -> tuple[list, list, int, dict[str, float]]:
+    """(rows, findings, vocabulary size, thresholds) of ``run``'s diagnostics."""
     from zoo import findings, rundir
 
     limits = findings.thresholds(given)  # the options first, then the files
     rows = findings.read_rows(run / findings.DIAGNOSTICS)
     vocab = rundir.read_vocab(run)
-    return rows, findings.findings(rows, vocab.size, limits), vocab.size
+    return rows, findings.findings(rows, vocab.size, limits), vocab.size, limits
 
 
-def print_findings(run: Path, given: dict[str, str]) -> None:
-    rows, found, _ = _report(run, given)
+def print_findings(run: Path, rows: list | None = None, found: list | None = None) -> None:
+    """One line per finding (or that there is none); reads ``run``'s rows unless given."""
+    if rows is None or found is None:
+        rows, found, _, _ = _report(run, {})
     if not found:
         click.echo(f"diagnose: nothing found in {len(rows)} recorded steps (`zoo diagnose "
                    f"{run}` shows the table)")
@@ -53,7 +56,7 @@ def diagnose_cmd(run: Path, as_json: bool, given: tuple[str, ...], step: int | N
     redraw RUN/diagnostics.png (the lecture's four plots)."""
     from zoo import atomic, diagplot, findings, runpaths
 
-    rows, found, vocab = _report(run, _thresholds(given))
+    rows, found, vocab, limits = _report(run, _thresholds(given))
     if rows:
         diagplot.pick(rows, step)  # refused before anything is written
         runpaths.check_target(run / diagplot.PLOT, "the plot", allowed=(diagplot.PLOT,))
@@ -62,11 +65,11 @@ def diagnose_cmd(run: Path, as_json: bool, given: tuple[str, ...], step: int | N
     if as_json:
         click.echo(json.dumps({"run": str(run), "recorded_steps": [r["step"] for r in rows],
                                "vocab_size": vocab,
-                               "thresholds": findings.thresholds(_thresholds(given)),
+                               "thresholds": limits,
                                "findings": found}, indent=2))
         return
     click.echo(findings.table(rows))
-    print_findings(run, _thresholds(given))
+    print_findings(run, rows, found)
 
 
 @click.command("compare")

@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from zoo import atomic, curves, files, runpaths, runschema
+from zoo import atomic, curves, runpaths, runschema
 from zoo.errors import ArtifactError
 
 __all__ = ["summarise", "table", "plot_png"]
@@ -22,11 +22,9 @@ def summarise(run: Path) -> dict[str, Any]:
     """A run's row, read from its meta.json (checked field by field) and metrics.jsonl."""
     if not run.is_dir() or not runpaths.is_run(run):
         raise ArtifactError(f"{run} is not a run directory (made by zoo train): no spec.json")
-    where = run / "meta.json"
-    if not where.exists():
+    if not (run / "meta.json").exists():
         raise ArtifactError(f"{run} is missing meta.json; was it made by zoo train?")
-    meta = runschema.check_meta(files.load_json(where, files.RUN_JSON, ArtifactError),
-                                str(where))
+    meta = runschema.read_meta(run)
     metrics = meta.get("metrics") or {}
     rows = curves.read_rows(run / "metrics.jsonl")
     return {"run": str(run), "spec": meta.get("spec"), "parameters": meta.get("parameters"),

@@ -43,14 +43,9 @@ def read_rows(file: Path, upto: float = math.inf) -> list[dict[str, Any]]:
     """
     if not file.exists():
         return []
-    try:  # a regular file of at most 64 MiB (zoo.files); lines end at '\n' only
-        lines = files.read_bytes(file, files.METRICS, ArtifactError).decode("utf-8").split("\n")
-        lines = lines[:-1] if lines and not lines[-1] else lines
-    except UnicodeDecodeError as e:
-        raise ArtifactError(f"{file} is corrupted: not UTF-8 text (byte {e.start}); move it "
-                            "away to resume without the earlier curves") from None
-    except OSError as e:
-        raise ArtifactError(f"{file}: cannot read: {e.strerror}") from None
+    # a regular file of at most 64 MiB (zoo.files)
+    lines, _ = files.read_lines(file, files.METRICS,
+                                "; move it away to resume without the earlier curves")
     rows: list[dict[str, Any]] = []
     previous = 0
     for number, line in enumerate(lines, 1):

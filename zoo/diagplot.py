@@ -22,7 +22,7 @@ from typing import Any
 
 from zoo import atomic
 from zoo.errors import SpecError
-from zoo.findings import HIST_BINS, HIST_RANGE
+from zoo.findings import HIST_RANGE, centres
 
 __all__ = ["write_png", "PLOT", "GUIDE"]
 
@@ -40,11 +40,6 @@ def pick(rows: list[dict[str, Any]], step: int | None) -> dict[str, Any]:
     steps = [r["step"] for r in rows]
     shown = ", ".join(map(str, steps[:8])) + (", ..." if len(steps) > 8 else "")
     raise SpecError(f"--step {step}: not a recorded step; recorded: {shown}")
-
-
-def _centres(reach: float) -> list[float]:
-    width = 2 * reach / HIST_BINS
-    return [-reach + width * (i + 0.5) for i in range(HIST_BINS)]
 
 
 def _density(counts: list[int]) -> list[float]:
@@ -68,15 +63,15 @@ def png(rows: list[dict[str, Any]], step: int | None = None) -> bytes:
         if share is None and layer.get("dead") is not None:
             share, word = layer["dead"], "dead"
         extra = f", {word} {share:.1%}" if share is not None else ""
-        acts.plot(_centres(HIST_RANGE), _density(layer["hist"]),
+        acts.plot(centres(HIST_RANGE), _density(layer["hist"]),
                   label=f"{layer['entry']} (std {layer['std']:.2f}{extra})")
         if layer.get("grad_hist"):
-            grads.plot(_centres(layer["grad_range"]), _density(layer["grad_hist"]),
+            grads.plot(centres(layer["grad_range"]), _density(layer["grad_hist"]),
                        label=f"{layer['entry']} (std {layer['grad_std']:.2e})")
     for weight in row["weights"]:
         if weight.get("grad_hist"):
             ratio = weight.get("grad_data")
-            weights.plot(_centres(weight["grad_range"]), _density(weight["grad_hist"]),
+            weights.plot(centres(weight["grad_range"]), _density(weight["grad_hist"]),
                          label=f"{weight['name']} {'x'.join(map(str, weight['shape']))}"
                                + (f" (grad:data {ratio:.2e})" if ratio is not None else ""))
     names = [w["name"] for w in rows[0]["weights"]]

@@ -21,7 +21,8 @@ from typing import Any
 
 from zoo.errors import ArtifactError, ZooError
 
-__all__ = ["Kind", "SPEC", "WORDS", "ONNX", "WEIGHTS", "CHECKPOINT", "RUN_JSON", "METRICS",
+__all__ = ["read_lines",
+           "Kind", "SPEC", "WORDS", "ONNX", "WEIGHTS", "CHECKPOINT", "RUN_JSON", "METRICS",
            "KINDS", "read_bytes", "read_text", "decode", "load_json", "parse_json", "file_type"]
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -170,3 +171,18 @@ def parse_json(text: str, where: str | Path, error: type[ZooError]) -> Any:
 def load_json(path: str | Path, kind: Kind, error: type[ZooError] = ArtifactError) -> Any:
     """Read (bounded) and parse a JSON file; ``error`` (one line) on any problem."""
     return parse_json(read_text(path, kind, error), path, error)
+
+
+def read_lines(path: str | Path, kind: Kind, hint: str = "",
+               error: type[ZooError] = ArtifactError) -> tuple[list[str], bool]:
+    """A JSON-lines file's lines and whether its last one ended with '\\n' (bounded as
+    ``read_bytes``; lines end at '\\n' only); ``error`` for text that is not UTF-8, ``hint``
+    appended to it."""
+    try:
+        lines = read_bytes(path, kind, error).decode("utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise error(f"{path} is corrupted: not UTF-8 text (byte {e.start}){hint}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror}") from None
+    ended = bool(lines) and not lines[-1]
+    return (lines[:-1] if ended else lines), ended

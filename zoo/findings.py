@@ -37,13 +37,19 @@ from zoo import files
 from zoo.errors import ArtifactError, SpecError
 
 __all__ = ["DIAGNOSTICS", "THRESHOLDS", "read_rows", "findings", "table", "thresholds",
-           "HIST_BINS", "HIST_RANGE"]
+           "centres", "HIST_BINS", "HIST_RANGE"]
 
 DIAGNOSTICS = "diagnostics.jsonl"
 HIST_BINS, HIST_RANGE = 40, 4.0
 THRESHOLDS: dict[str, float] = {"init_excess": 1.0, "saturated": 0.05, "shrink": 0.5,
                                 "grow": 2.0, "update_low": -4.0, "update_high": -2.0,
                                 "dead": 0.05}
+
+
+def centres(reach: float) -> list[float]:
+    """The centres of the HIST_BINS bins of a histogram over [-reach, reach]."""
+    width = 2 * reach / HIST_BINS
+    return [-reach + width * (i + 0.5) for i in range(HIST_BINS)]
 
 
 def read_rows(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
@@ -54,18 +60,13 @@ def read_rows(path: Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
             return []
         raise ArtifactError(f"{path.parent} has no {DIAGNOSTICS}: record one with `zoo train "
                             "SPEC --diagnose` (or --diagnose-every N)")
-    try:
-        text = files.read_bytes(path, files.METRICS, ArtifactError).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ArtifactError(f"{path} is corrupted: not UTF-8 text (byte {e.start})") from None
+    lines, ended = files.read_lines(path, files.METRICS)
     rows: list[dict[str, Any]] = []
-    lines = text.split("\n")
-    lines = lines[:-1] if lines and not lines[-1] else lines
     for number, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
-            cut = number == len(lines) and not text.endswith("\n")
+            cut = number == len(lines) and not ended
             raise ArtifactError(f"{path}:{number}: " + ("the last line was cut short" if cut
                                 else "corrupted line (not JSON)") + "; the file is damaged "
                                 "(train again with --diagnose, or resume the run)") from None

@@ -16,11 +16,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from zoo import files
 from zoo.errors import ArtifactError
 
-__all__ = ["check_meta", "check_row", "STATUSES", "KINDS"]
+__all__ = ["read_meta", "check_meta", "check_row", "STATUSES", "KINDS"]
 
 STATUSES = ("running", "interrupted", "failed", "finished")
 KINDS = ("window", "sequence")
@@ -155,6 +157,12 @@ ROW: dict[str, Check] = {
 }
 ROW_REQUIRED = ("step", "lr", "train_loss", "val_loss")
 CURVES_HINT = "restore the file, or move it away to resume without the earlier curves"
+
+
+def read_meta(run: Path) -> dict[str, Any]:
+    """``run``'s meta.json, read bounded (zoo.files) and checked field by field."""
+    path = run / "meta.json"
+    return check_meta(files.load_json(path, files.RUN_JSON, ArtifactError), str(path))
 
 
 def check_meta(meta: Any, where: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ArtifactError, SpecError
-from zoo.findings import HIST_BINS, HIST_RANGE
+from zoo.findings import HIST_BINS, HIST_RANGE, centres
 
 __all__ = ["Board", "check"]
 
@@ -86,15 +86,14 @@ class Board:
         self.writer.flush()
 
     def _histogram(self, tag: str, counts: list[int], reach: float, step: int) -> None:
-        width = 2 * reach / HIST_BINS
-        centres = [-reach + width * (i + 0.5) for i in range(HIST_BINS)]
+        width, middles = 2 * reach / HIST_BINS, centres(reach)
         total = sum(counts)
         if not total:
             return
         self.writer.add_histogram_raw(
             tag, min=-reach, max=reach, num=total,
-            sum=sum(c * x for c, x in zip(counts, centres, strict=True)),
-            sum_squares=sum(c * x * x for c, x in zip(counts, centres, strict=True)),
+            sum=sum(c * x for c, x in zip(counts, middles, strict=True)),
+            sum_squares=sum(c * x * x for c, x in zip(counts, middles, strict=True)),
             bucket_limits=[-reach + width * (i + 1) for i in range(HIST_BINS)],
             bucket_counts=counts, global_step=step)
 

@@ -469,11 +469,9 @@ def _redraw(s: Loop, *, force: bool) -> None:
         return
     try:
         s.draw(s.rows, force=force)
-    except (ZooError, OSError, ValueError, RuntimeError) as e:  # written atomically, or not
+    except PLOT_ERRORS as e:  # written atomically, or not
         s.draw = None
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-        warnings.warn(f"cannot draw {s.out / rundir.PLOT} ({reason}); training goes on "
-                      "without it", RunWarning, stacklevel=1)
+        _not_drawn(s.out / rundir.PLOT, e, "training goes on without it")
 
 
 def _draw_diagnostics(s: Loop) -> None:
@@ -484,10 +482,17 @@ def _draw_diagnostics(s: Loop) -> None:
 
     try:
         diagplot.write_png(s.diagnosed, s.out / diagplot.PLOT)
-    except (ZooError, OSError, ValueError, RuntimeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-        warnings.warn(f"cannot draw {s.out / diagplot.PLOT} ({reason}); the rows are in "
-                      f"{s.out / DIAGNOSTICS}", RunWarning, stacklevel=1)
+    except PLOT_ERRORS as e:
+        _not_drawn(s.out / diagplot.PLOT, e, f"the rows are in {s.out / DIAGNOSTICS}")
+
+
+PLOT_ERRORS = (ZooError, OSError, ValueError, RuntimeError)
+
+
+def _not_drawn(path: Path, error: BaseException, then: str) -> None:
+    """A plot that cannot be written: one RunWarning saying why and what happens instead."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+    warnings.warn(f"cannot draw {path} ({reason}); {then}", RunWarning, stacklevel=2)
 
 
 def _loop(s: Loop, *, progress: bool, log: Callable[[str], None] | None,
