@@ -36,3 +36,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info node_modules
+
+# The documentation site, built into site/ in strict mode (a broken link or anchor, a page left
+# out of the nav, fails); the reference pages are generated from the code by docs/hooks.py.
+.PHONY: docs
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
