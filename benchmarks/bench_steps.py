@@ -34,12 +34,18 @@ ZOO = Path(sys.executable).parent / "zoo"
 BASELINE = "transformer"
 
 
-def _time(path: Path, n: int) -> float:
-    """Characters per second of one whole `zoo sample` process."""
+# `zoo sample` with the sampler's grouping of words by prefix turned off (zoo.sampling.SHARED)
+UNGROUPED = ("import sys, zoo.sampling; zoo.sampling.SHARED = 0; from zoo.cli import main; "
+             "sys.argv[0] = 'zoo'; main()")
+
+
+def _time(path: Path, n: int, grouped: bool = True) -> tuple[float, bytes]:
+    """Characters per second of one whole `zoo sample` process, and its output."""
+    command = [str(ZOO)] if grouped else [sys.executable, "-c", UNGROUPED]
     began = time.perf_counter()
-    out = subprocess.run([str(ZOO), "sample", str(path), "-n", str(n), "--seed", "0"],
+    out = subprocess.run([*command, "sample", str(path), "-n", str(n), "--seed", "0"],
                          capture_output=True, check=True).stdout
-    return len(out) / (time.perf_counter() - began)
+    return len(out) / (time.perf_counter() - began), out
 
 
 def main() -> None:
@@ -48,6 +54,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200_000)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ungrouped", action="store_true",
+                        help="also time each preset with grouping by prefix off")
     args = parser.parse_args()
     presets = args.presets or sorted(get_registry().presets)
     data = SHARED if SHARED.is_file() else default_words_file()
@@ -57,21 +65,32 @@ def main() -> None:
             out = Path(tmp) / preset
             train(preset, data=data, out=out, overrides={"steps": args.steps}, progress=False)
             files[preset] = export_run(out)
-        speeds: dict[str, list[float]] = {p: [] for p in presets}
+        modes = [True, False] if args.ungrouped else [True]
+        speeds: dict[tuple[str, bool], list[float]] = {(p, g): [] for p in presets for g in modes}
         for _ in range(args.rounds):  # presets in turn: drift between minutes hits all alike
             for preset in presets:
-                speeds[preset].append(_time(files[preset], args.n))
+                outs = []
+                for grouped in modes:
+                    speed, out = _time(files[preset], args.n, grouped)
+                    speeds[preset, grouped].append(speed)
+                    outs.append(out)
+                if len(set(outs)) != 1:
+                    raise SystemExit(f"{preset}: grouping changed the words")
         load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-        base = statistics.median(speeds[BASELINE]) if BASELINE in speeds else None
+        base = (statistics.median(speeds[BASELINE, modes[-1]])
+                if (BASELINE, modes[-1]) in speeds else None)
+        against = f"{BASELINE}{' ungrouped' if args.ungrouped else ''}"
         print(f"`zoo sample MODEL.onnx -n {args.n:,}`, median of {args.rounds} rounds "
               f"(load average {load})\n")
-        print(f"| preset | graph | chars/s | vs {BASELINE} |")
-        print("|---|---|---:|---:|")
+        print(f"| preset | graph | sampler | chars/s | vs {against} |")
+        print("|---|---|---|---:|---:|")
         for preset in presets:
-            median = statistics.median(speeds[preset])
             kind = "step (format 2)" if OnnxModel.load(files[preset]).meta.step else "window"
-            ratio = f"{median / base:.2f}x" if base else "-"
-            print(f"| {preset} | {kind} | {median:,.0f} | {ratio} |")
+            for grouped in modes:
+                median = statistics.median(speeds[preset, grouped])
+                ratio = f"{median / base:.2f}x" if base else "-"
+                how = "grouped by prefix" if grouped else "a row per word"
+                print(f"| {preset} | {kind} | {how} | {median:,.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from zoo.export.contract import (
     present_name,
     read_metadata,
 )
-from zoo.sampling import entries_so_far, sample
+from zoo.sampling import BatchDependent, entries_so_far, sample
 
 __all__ = ["OnnxModel", "external_tensors", "graph_ops", "QUANTIZED_OPS"]
 
@@ -216,7 +216,16 @@ class OnnxModel:
                 self._sampler = OnnxModel(_session(self.data, 1, self.path), self.path,
                                           self.meta, self.data, 1)
             model = self._sampler
-        return model if self.meta.step else model.logits
+        if self.meta.step:
+            return model
+        return BatchDependent(model.logits) if self.batch_dependent else model.logits
+
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether a row's outputs depend on the other rows of its batch: an int8 graph
+        quantises its activations over the whole batch. The sampler runs rows with the same
+        prefix once only for a file whose rows are independent (fp32)."""
+        return self.quantized is not None
 
 
 def _session(data: bytes, threads: int | None, path: Path) -> ort.InferenceSession:

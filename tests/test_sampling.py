@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from zoo.errors import ArtifactError, DataError, SpecError
-from zoo.sampling import keep_rows, sample, sample_text, uniforms
+from zoo.sampling import BatchDependent, keep_rows, sample, sample_text, uniforms
 
 VOCAB = tuple(".abcde")
 CONTEXT = 3
@@ -106,11 +106,30 @@ def test_finished_words_leave_the_batch() -> None:
         sizes.append(len(x))
         return hashed_logits(x)
 
-    words = draw(fn=counting, n=300)
+    words = draw(fn=BatchDependent(counting), n=300)  # never grouped: a row per word
     assert sizes[0] == 300
     # at step t exactly the words with at least t characters are still growing
     assert sizes == [sum(len(w) >= t for w in words) for t in range(len(sizes))]
     assert sum(len(w) >= len(sizes) for w in words) == 0
+
+
+def test_words_with_one_prefix_are_computed_once_and_drawn_as_before() -> None:
+    calls: list[np.ndarray] = []
+
+    def recording(x: np.ndarray) -> np.ndarray:
+        calls.append(x.copy())
+        return hashed_logits(x)
+
+    for options in ({}, {"prefix": "ab"}, {"top_k": 2, "temperature": 0.7}):
+        calls.clear()
+        words = draw(fn=recording, n=2000, **options)
+        grouped = calls[:]
+        assert words == draw(fn=BatchDependent(hashed_logits), n=2000, **options)
+        assert len(grouped[0]) == 1  # every word starts from the same context
+        distinct = [len(np.unique(x, axis=0)) == len(x) for x in grouped]
+        assert distinct[:2] == [True, True]  # one row per group while grouped
+        # grouping ends when groups are most of the words: then a row per growing word
+        assert sum(len(x) for x in grouped) < sum(len(w) + 1 for w in words) * 0.9
 
 
 def test_zero_words() -> None:
@@ -147,8 +166,10 @@ def test_prefix_outside_vocabulary_names_characters_and_vocabulary() -> None:
 
 
 def test_model_of_another_vocabulary_is_refused() -> None:
-    with pytest.raises(ArtifactError, match="expected \\(200, 6\\)"):
-        draw(fn=lambda x: np.zeros((len(x), 4), np.float32))
+    with pytest.raises(ArtifactError, match="expected \\(1, 6\\) for a 6-symbol"):
+        draw(fn=lambda x: np.zeros((len(x), 4), np.float32))  # one context: every word's
+    with pytest.raises(ArtifactError, match="expected \\(200, 6\\) for a 6-symbol"):
+        draw(fn=BatchDependent(lambda x: np.zeros((len(x), 4), np.float32)))
     with pytest.raises(ArtifactError, match="non-finite"):
         draw(fn=lambda x: np.full((len(x), 6), np.nan, np.float32))
 

@@ -42,6 +42,11 @@ rounding, so the same seed gives the same words through both.
 
 Words are made in chunks of at most ``CHUNK`` words (a word that ends leaves its chunk's
 batch, so ``logits_fn`` only ever sees rows still growing): memory is bounded whatever ``n``.
+Within a chunk, words whose ids so far are the same are computed once while such groups are
+few (every word at position 0, at most V groups at position 1, ...): a model computes each
+row on its own, so the words, and the random numbers, are those of one row per word. A model
+whose rows depend on each other (an int8 graph) sets ``batch_dependent = True`` and is never
+grouped.
 """
 
 from __future__ import annotations
@@ -59,13 +64,14 @@ from zoo.data import BOUNDARY, Vocab  # '.' (vocab[0]) ends a word and pads cont
 from zoo.errors import ArtifactError, SpecError
 
 __all__ = ["sample", "sample_text", "uniforms", "pick", "entries_so_far", "write_entries",
-           "keep_rows", "LogitsFn", "Stepper", "BOUNDARY", "MAX_SEED"]
+           "keep_rows", "LogitsFn", "Stepper", "BatchDependent", "BOUNDARY", "MAX_SEED"]
 
 MAX_SEED = 2**64  # seeds and word indices are uint64
 WORKERS = 2  # chunks growing at once (threads): the model of one overlaps the numpy of another
 CHUNK = 4096  # words per batch: amortises each call (1,024 cost small models up to 1.8x)
 MAX_IDS = 1 << 24  # ids held per chunk (128 MiB of int64): shrinks the chunk for long words
 MAX_LENGTH = MAX_IDS // 2  # a longer word would not fit a chunk of one row
+SHARED = 0.75  # words are grouped by prefix while groups are at most this share of them (0: never)
 MAX_LIST = 10_000_000  # words ``sample`` returns as one list; ``sample_text`` streams any n
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -78,6 +84,7 @@ class Stepper(Protocol):
     """A sequence model run one position at a time (numpy in, numpy out)."""
 
     caches: Sequence[bool]  # per state tensor: a cache [T, B, ...] (time first), or [B, ...]
+    # optional ``batch_dependent``: True if a row's outputs depend on the others (never grouped)
 
     def start(self, rows: int) -> list[np.ndarray]:
         """The state before position 0 for ``rows`` sequences: zero arrays."""
@@ -224,15 +231,14 @@ def _chunks(logits_fn: LogitsFn | Stepper, chars: tuple[str, ...], context: int,
     width = context + len(begin) + max_length - len(begin)
     rows_per_chunk = max(1, min(CHUNK, MAX_IDS // width))
     starts = iter(range(0, n, rows_per_chunk))
+    share = SHARED > 0 and not getattr(logits_fn, "batch_dependent", False)
 
     def grow(lo: int) -> np.ndarray:
         rows = min(rows_per_chunk, n - lo)
         index = np.uint64(start + lo) + np.arange(rows, dtype=np.uint64)  # (R,) word indices
-        if _is_stepper(logits_fn):
-            return _grow_steps(logits_fn, _keys(seed, index), begin, len(chars), context,
-                               max_length, temperature, k)
-        return _grow(logits_fn, _keys(seed, index), begin, len(chars), context, max_length,
-                     temperature, k)
+        grower = _grow_steps if _is_stepper(logits_fn) else _grow
+        return grower(logits_fn, _keys(seed, index), begin, len(chars), context, max_length,
+                      temperature, k, share)
 
     with ThreadPoolExecutor(WORKERS) as pool:
         pending = deque(pool.submit(grow, lo) for lo in islice(starts, WORKERS + 1))
@@ -244,8 +250,11 @@ def _chunks(logits_fn: LogitsFn | Stepper, chars: tuple[str, ...], context: int,
 
 
 def _grow(logits_fn: LogitsFn, keys: np.ndarray, begin: list[int], size: int, context: int,
-          max_length: int, temperature: float, k: int) -> np.ndarray:
-    """The drawn ids of one chunk of words with these keys (rows, S)."""
+          max_length: int, temperature: float, k: int, share: bool) -> np.ndarray:
+    """The drawn ids of one chunk of words with these keys (rows, S).
+
+    Words with the same ids so far have the same context: while such groups are few
+    (``_Groups``), the model sees one context per group."""
     rows, steps = len(keys), max_length - len(begin)
     # (R, T + P + S): '.' padding, the prefix, then the drawn ids (0 once a word ended);
     # row r's context at step s is a slice of it, so nothing is shifted or concatenated
@@ -253,15 +262,67 @@ def _grow(logits_fn: LogitsFn, keys: np.ndarray, begin: list[int], size: int, co
     ids[:, context:context + len(begin)] = begin
     first = context + len(begin)  # column of the first drawn id
     active = np.arange(rows)  # (A,) rows still growing
+    groups = _Groups(rows, size) if share else None
     end = first  # one past the last column written
     while end < first + steps and len(active):
         u = _uniforms(keys[active], end - first)  # (A,)
-        logits = _call(logits_fn, ids[active, end - context:end], size)  # (A, V)
+        if groups is None:
+            logits = _call(logits_fn, ids[active, end - context:end], size)  # (A, V)
+        else:  # one context per group: its first word's
+            logits = _call(logits_fn, ids[active[groups.first], end - context:end],
+                           size)[groups.of]  # (A, V)
         nxt = _pick(logits, u, temperature, k)  # (A,)
         ids[active, end] = nxt
-        active = active[nxt != 0]
+        going = nxt != 0
+        active = active[going]
+        if groups is not None and not groups.split(going, nxt[going]):
+            groups = None
         end += 1
     return ids[:, first:end]
+
+
+class _Groups:
+    """The growing words of a chunk, grouped by their ids so far (a prefix tree's level).
+
+    Words of one group have the same prefix, so a model that computes each row on its own
+    gives them the same logits: it is run on one row per group. At the first positions there
+    are few groups (one at position 0, at most V at position 1), later nearly as many as words;
+    once groups are more than ``SHARED`` of the words, grouping stops (``split`` says so).
+    A file whose rows depend on each other (an int8 graph quantises its activations over the
+    whole batch) declares ``batch_dependent`` and is never grouped."""
+
+    def __init__(self, words: int, size: int) -> None:
+        self.size = size
+        self.of = np.zeros(words, np.intp)  # (A,) each growing word's group
+        self.first = np.zeros(1, np.intp)  # (G,) each group's first word (index into A)
+        self.parent = np.zeros(1, np.intp)  # (G,) each group's group before the last split
+        self.last = np.zeros(1, np.int64)  # (G,) each group's last id
+
+    def split(self, going: np.ndarray, drawn: np.ndarray) -> bool:
+        """The words still growing (mask ``going`` over the words) drew ``drawn``: regroup by
+        (group, drawn id). False, and grouping is over, when groups would be too many."""
+        kept = self.of[going]  # (A',) the groups of the words still growing
+        key = kept * self.size + drawn  # (A',) one value per (group, next id)
+        unique, first, of = np.unique(key, return_index=True, return_inverse=True)
+        if len(unique) > SHARED * len(key):
+            self.of, self.parent = np.arange(len(key)), kept  # every word its own row
+            return False
+        self.of, self.first = of.reshape(-1), first
+        self.parent, self.last = unique // self.size, unique % self.size
+        return True
+
+
+class BatchDependent:
+    """A logits function whose rows depend on the other rows of the batch (an int8 graph's
+    activations are quantised over the whole batch): the sampler never groups its rows."""
+
+    batch_dependent = True
+
+    def __init__(self, logits_fn: LogitsFn) -> None:
+        self.logits_fn = logits_fn
+
+    def __call__(self, context: np.ndarray) -> np.ndarray:
+        return self.logits_fn(context)
 
 
 def _is_stepper(model: object) -> bool:
@@ -269,26 +330,49 @@ def _is_stepper(model: object) -> bool:
 
 
 def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int, context: int,
-                max_length: int, temperature: float, k: int) -> np.ndarray:
+                max_length: int, temperature: float, k: int, share: bool) -> np.ndarray:
     """The drawn ids of one chunk of words (rows, S), stepping a sequence model: each
     position's ids go in once, with the state the earlier ones left.
 
-    A word that ends keeps its row in the batch (its logits are computed and ignored) until
-    fewer than half the rows are growing: then the state is compacted to those rows. Copying a
-    cache on every step that a word ends would cost more than the rows it saves. The web
-    sampler keeps the same rows: an int8 file quantises its activations over the whole batch,
-    so the same words need the same batches."""
+    While words with the same ids so far are grouped (``_Groups``), the state holds one row
+    per group: a group's words share its prefix, so they share its state and logits, and a
+    split copies each new group's parent row (only the entries so far). Then the state holds
+    a row per word, and a word that ends keeps its row (its logits are computed and ignored)
+    until fewer than half the rows are growing: then the state is compacted to those rows.
+    Copying a cache on every step that a word ends would cost more than the rows it saves.
+    A batch-dependent model (int8) is never grouped, and the web sampler keeps the same rows
+    as this one: the same words need the same batches."""
     rows = len(keys)
     steps = min(max_length, context) - len(begin)  # a word holds at most T characters
     grown = np.zeros((rows, steps), np.int64)  # (R, S) drawn ids, 0 once a word ended
-    state = stepper.start(rows)
-    ids = np.zeros(rows, np.int64)  # (R,) position 0 takes '.'
+    width = 1 if share else rows  # every word's prefix is the same: one state row if grouped
+    state = stepper.start(width)
+    ids = np.zeros(width, np.int64)  # position 0 takes '.'
     for position, given in enumerate(begin):  # the prefix: fed, not drawn
         state = stepper.step(ids, state, position)[1]
-        ids = np.full(rows, given, np.int64)
-    batch = np.arange(rows)  # (B,) the word of each row of the batch
-    growing = np.ones(rows, bool)  # (B,) whether that word is still growing
+        ids = np.full(width, given, np.int64)
     drawn = 0
+    if share:
+        groups = _Groups(rows, size)
+        words = np.arange(rows)  # (A,) the growing words
+        while drawn < steps and len(words):
+            logits, state = stepper.step(ids, state, len(begin) + drawn)
+            logits = _checked(logits, len(ids), size)  # (G, V)
+            nxt = _pick(logits[groups.of], _uniforms(keys[words], drawn), temperature, k)
+            grown[words, drawn] = nxt
+            drawn += 1
+            going = nxt != 0
+            words = words[going]
+            grouped = groups.split(going, nxt[going])
+            if len(words):  # the state of each new group, or of each word when grouping ends
+                state = keep_rows(state, groups.parent, stepper.caches, len(begin) + drawn)
+            ids = groups.last if grouped else nxt[going]
+            if not grouped:
+                break
+        batch = words  # (B,) the word of each row of the batch
+    else:
+        batch = np.arange(rows)
+    growing = np.ones(len(batch), bool)  # (B,) whether that word is still growing
     while drawn < steps and growing.any():
         logits, state = stepper.step(ids, state, len(begin) + drawn)
         logits = _checked(logits, len(batch), size)
