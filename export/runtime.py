@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from zoo import files
-from zoo.errors import ArtifactError
+from zoo.errors import ArtifactError, one_line
 from zoo.export.contract import (
     INPUT,
     INT8_DYNAMIC,
@@ -143,7 +143,7 @@ class OnnxModel:
             return self.session.run([OUTPUT], {INPUT: x})[0]  # (B, V) float32
         except Exception as e:  # onnxruntime's errors share no base class
             raise ArtifactError(f"{self.path}: onnxruntime failed to run the model: "
-                                f"{_first_line(e)}") from None
+                                f"{one_line(e)}") from None
 
     def start(self, rows: int) -> list[np.ndarray]:
         """A step graph's state before position 0 for ``rows`` sequences: zeros (format 2)."""
@@ -195,7 +195,7 @@ class OnnxModel:
             self.session.run_with_iobinding(binding)
         except Exception as e:  # onnxruntime's errors share no base class
             raise ArtifactError(f"{self.path}: onnxruntime failed to run the model: "
-                                f"{_first_line(e)}") from None
+                                f"{one_line(e)}") from None
         new = [old if cache else out
                for old, out, cache in zip(state, outputs[1:], self.caches, strict=True)]
         return logits, new
@@ -229,7 +229,7 @@ def _session(data: bytes, threads: int | None, path: Path) -> ort.InferenceSessi
     try:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's errors share no base class
-        raise ArtifactError(f"{path} is not a valid ONNX model: {_first_line(e)}") from None
+        raise ArtifactError(f"{path} is not a valid ONNX model: {one_line(e)}") from None
 
 
 def _read(path: Path) -> bytes:
@@ -341,8 +341,3 @@ def _varint(data: memoryview, i: int) -> tuple[int, int]:
         shift += 7
         if shift > 63:
             raise ValueError("a varint longer than 10 bytes")
-
-
-def _first_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import tomllib
-import unicodedata
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from zoo.data import BUNDLED_VOCAB_SIZE
-from zoo.errors import SpecError, ZooError
+from zoo.errors import SpecError, ZooError, one_line
 from zoo.options import Decimal, Whole
 
 if TYPE_CHECKING:
@@ -28,18 +27,8 @@ EXIT_USAGE = 2
 MAX_MESSAGE = 2000  # characters of one error line; the rest is counted, not printed
 
 
-def one_line(text: str) -> str:
-    """``text`` safe to print as one line: control characters and line breaks escaped
-    (a path may hold an escape sequence or a newline), and the length capped."""
-    out = "".join(c.encode("unicode_escape").decode("ascii")
-                  if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
-    if len(out) > MAX_MESSAGE:
-        out = out[:MAX_MESSAGE] + f"... ({len(out) - MAX_MESSAGE:,} more characters)"
-    return out
-
-
 def _error(text: str) -> None:
-    click.echo(f"error: {one_line(text)}", err=True)
+    click.echo(f"error: {one_line(text, MAX_MESSAGE)}", err=True)
 
 
 class ZooGroup(click.Group):
@@ -92,7 +81,8 @@ class ZooGroup(click.Group):
             if ctx.meta.get("zoo.debug"):
                 raise
             click.echo(one_line(f"internal error: {type(e).__name__}: {e} (run `zoo --debug "
-                                "...` for the traceback and please report it)"), err=True)
+                                "...` for the traceback and please report it)", MAX_MESSAGE),
+                       err=True)
             ctx.exit(1)
 
 

@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from zoo.errors import TrainingError, ZooError
+from zoo.errors import TrainingError, ZooError, one_line
 from zoo.rendezvous import join
 
 __all__ = ["DEVICES", "World", "Sync", "Quiet", "LostPeer", "pick_device", "check_scale",
@@ -344,10 +344,8 @@ def peer_error(error: BaseException, out: object, nproc: int,
     survivors stay silent (``Quiet``); under a bare torchrun each survivor says it. ``kept``:
     whether the run directory stays (a new run that had not stepped yet is removed).
     """
-    text = str(error).strip()
     # gloo prefixes its source location, "[.../pair.cc:537] Read error ...: Connection reset"
-    reason = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]).split(". ")[0] if text \
-        else type(error).__name__
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", one_line(error, first=True)).split(". ")[0]
     message = (f"another rank stopped during training ({reason[:160]}); the run directory "
                f"keeps its last checkpoint: continue with `zoo train --resume {out} --nproc "
                f"{nproc}`" if kept else

@@ -13,7 +13,7 @@ import copy
 import torch
 
 from zoo.build import Model
-from zoo.errors import SpecError
+from zoo.errors import SpecError, one_line
 
 __all__ = ["check_batch_size"]
 
@@ -28,9 +28,8 @@ def check_batch_size(model: Model, batch_size: int, source: str | None = None) -
         with torch.no_grad():
             trial(torch.zeros((batch_size, model.context), dtype=torch.int64))  # (B, T)
     except Exception as e:  # a layer's own refusal, e.g. "Expected more than 1 value ..."
-        lines = str(e).strip().splitlines()
         raise SpecError(f"train.batch_size = {batch_size}: this model cannot train on it "
-                        f"({lines[0] if lines else type(e).__name__}); layers that normalise "
+                        f"({one_line(e, first=True)}); layers that normalise "
                         "over the batch need a batch of 2 or more", source) from None
     finally:
         torch.set_rng_state(state)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from zoo.errors import SpecError, did_you_mean
+from zoo.errors import SpecError, did_you_mean, typed_repr
 from zoo.layer import ParamInfo, param
 
 __all__ = ["Recipe", "OptimizerName", "ScheduleName", "OPTIMIZERS", "SCHEDULES", "NAMED",
@@ -175,15 +175,6 @@ NAMED: dict[str, dict[str, Any]] = {
 # -- validation ----------------------------------------------------------------------------
 
 
-def _kind(value: Any) -> str:
-    """How a message names a value it did not expect (as zoo.spec does)."""
-    if isinstance(value, int) and value.bit_length() > 256:  # repr refuses > 4,300 digits
-        return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
-    text = repr(value)
-    text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{type(value).__name__} {text}" if not isinstance(value, str) else f"string {text}"
-
-
 def check_recipe(train: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A [train] table checked against Recipe's declared fields: (converted values, problems)."""
     fields = Recipe.fields()
@@ -199,7 +190,7 @@ def check_recipe(train: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             continue
         ok, values[key], reason = info.check(value)
         if not ok:
-            problems.append(f"train.{key}: {reason}, got {_kind(value)}")
+            problems.append(f"train.{key}: {reason}, got {typed_repr(value)}")
     return values, problems
 
 
