@@ -27,8 +27,9 @@ import numpy as np
 from zoo.data import IGNORE, Sequences, Windows, load_dataset
 from zoo.errors import ArtifactError, SpecError
 from zoo.export.runtime import OnnxModel
+from zoo.recipe import MAX_SEED
 from zoo.rundir import check_idle, check_seed, open_run
-from zoo.sampling import MAX_SEED, sample
+from zoo.sampling import sample
 
 if TYPE_CHECKING:
     from zoo.registry import Registry
@@ -102,7 +103,7 @@ def check(run_dir: str | Path, onnx_path: str | Path, *, samples: int = 20, seed
             or not math.isfinite(max_loss_drift) or max_loss_drift < 0):
         raise SpecError(f"max_loss_drift must be a finite number >= 0 (nats), got "
                         f"{max_loss_drift!r}", "check")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise SpecError(f"seed must be an integer in [0, 2**64), got {seed!r}"[:120], "check")
     check_idle(Path(run_dir), "check it")
     run = open_run(run_dir, registry=registry)

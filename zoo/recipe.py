@@ -24,7 +24,8 @@ __all__ = ["Recipe", "OptimizerName", "ScheduleName", "OPTIMIZERS", "SCHEDULES",
 
 OptimizerName = Literal["adamw", "sgd"]
 ScheduleName = Literal["onecycle", "cosine", "step", "constant"]
-MAX_SEED = 2**64 - 1  # torch.manual_seed takes at most an unsigned 64-bit integer
+MAX_SEED = 2**64 - 1  # the largest seed anywhere: an unsigned 64-bit integer (torch.manual_seed
+# takes at most that; the sampler's seeds and word indices are uint64)
 MAX_BATCH = 1 << 16  # windows per batch; context 4,096 x 65,536 int64 ids is already 2 GiB
 MAX_STEPS = 10**9
 EVALUATIONS = 20  # eval_every left unset: about this many evaluations per run
