@@ -1,7 +1,8 @@
-"""Checks of a training run that need the built model, made before the run directory exists.
+"""Whether the built model can train on the recipe's batch size, checked before the run
+directory exists.
 
 The recipe's own bounds (``zoo.recipe``) see numbers; some limits only show with the model: a
-layer that normalises over the batch (BatchNorm) cannot train on a batch of one. Each check runs
+layer that normalises over the batch (BatchNorm) cannot train on a batch of one. The check runs
 the model once on a throwaway copy, so nothing of the real model (weights, running statistics,
 RNG) changes.
 """
