@@ -27,8 +27,9 @@ import numpy as np
 from zoo.data import IGNORE, Sequences, Windows, load_dataset
 from zoo.errors import ArtifactError, SpecError
 from zoo.export.runtime import OnnxModel
+from zoo.recipe import MAX_SEED
 from zoo.rundir import check_idle, check_seed, open_run
-from zoo.sampling import MAX_SEED, sample
+from zoo.sampling import sample
 
 if TYPE_CHECKING:
     from zoo.registry import Registry
@@ -57,6 +58,7 @@ class CheckResult:
     quantized: str | None = None  # the file's quantisation, None for fp32
     max_loss_drift: float = MAX_LOSS_DRIFT
     stepped: bool = False  # a step graph, compared position by position
+    seed: int = 0  # the samples' seed
 
     @property
     def compared(self) -> str:
@@ -78,6 +80,24 @@ class CheckResult:
         if self.quantized:
             return self.loss_ok
         return self.logits_match and self.samples_match
+
+    def lines(self) -> list[str]:
+        """The report ``zoo check`` prints: the logits, the validation losses, the samples."""
+        compared = (f"logits: max |onnxruntime - torch| = {self.max_abs_diff:.3g} over "
+                    f"{self.contexts:,} {self.compared}")
+        samples = f"samples: {self.samples} words with seed {self.seed}: "
+        if self.quantized:
+            return [f"{compared} ({self.quantized} file: judged by loss)",
+                    f"validation loss: torch {self.torch_loss:.4f}, onnxruntime "
+                    f"{self.onnx_loss:.4f}, drift {self.loss_drift:+.4f} nats (max "
+                    f"{self.max_loss_drift:g}): {'ok' if self.loss_ok else 'TOO HIGH'}",
+                    f"{samples}{self.samples - len(self.mismatches)} identical (not required)"]
+        verdict = "ok" if self.logits_match else "DIFFER"
+        return [f"{compared} (atol {self.atol:g}, rtol {self.rtol:g}): {verdict}",
+                f"validation loss: torch {self.torch_loss:.4f}, onnxruntime "
+                f"{self.onnx_loss:.4f}",
+                samples + ("identical" if self.samples_match else
+                           f"{len(self.mismatches)} DIFFER, e.g. {self.mismatches[0]}")]
 
 
 def compare_logits(expected: np.ndarray, actual: np.ndarray, *, atol: float = ATOL,
@@ -102,7 +122,7 @@ def check(run_dir: str | Path, onnx_path: str | Path, *, samples: int = 20, seed
             or not math.isfinite(max_loss_drift) or max_loss_drift < 0):
         raise SpecError(f"max_loss_drift must be a finite number >= 0 (nats), got "
                         f"{max_loss_drift!r}", "check")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < MAX_SEED:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise SpecError(f"seed must be an integer in [0, 2**64), got {seed!r}"[:120], "check")
     check_idle(Path(run_dir), "check it")
     run = open_run(run_dir, registry=registry)
@@ -136,7 +156,7 @@ def check(run_dir: str | Path, onnx_path: str | Path, *, samples: int = 20, seed
     count = max(val.targets, 1)
     return CheckResult(val.targets, worst, ok, samples, not mismatches, mismatches, atol, rtol,
                        torch_nll / count, onnx_nll / count, onnx_model.quantized,
-                       float(max_loss_drift), sequence)
+                       float(max_loss_drift), sequence, seed)
 
 
 def _stepped(model: OnnxModel, ids: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.data import Vocab
-from zoo.errors import ArtifactError
+from zoo.errors import ArtifactError, one_line
 
 __all__ = ["FORMAT_KEY", "FORMAT", "FORMAT_STEP", "FORMATS", "TOKEN", "POSITION", "STATE_KEY",
            "past_name", "present_name", "INPUT", "OUTPUT", "DEFAULT_NAME", "VOCAB_KEY",
@@ -163,8 +163,8 @@ def read_metadata(props: Mapping[str, str], path: Path | str) -> Metadata:
         context = int(props[CONTEXT_KEY])
         parsed = {key: json.loads(props[key]) for key in _JSON_KEYS if key in props}
     except (ValueError, RecursionError) as e:
-        raise ArtifactError(f"{path} has corrupted layerzoo metadata ({_short(e)}); export it "
-                            "again with `zoo export`") from None
+        raise ArtifactError(f"{path} has corrupted layerzoo metadata ({one_line(e, 120)}); "
+                            "export it again with `zoo export`") from None
     problem = Vocab.problem(vocab)
     if problem or context < 1:
         what = f"vocab: {problem}" if problem else f"context {context} < 1"
@@ -249,8 +249,3 @@ def _check_step(inputs: Sequence[Any], outputs: Sequence[Any], path: Path | str,
 def _fits(shape: Sequence[Any], width: int) -> bool:
     """[batch, width], where a symbolic (str/None) width is accepted too."""
     return len(shape) == 2 and (not isinstance(shape[1], int) or shape[1] == width)
-
-
-def _short(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 120 else text[:117] + "..."

@@ -34,7 +34,7 @@ import torch
 from zoo import atomic, runpaths
 from zoo.build import SEQUENCE, Model
 from zoo.capture import layer_warnings
-from zoo.errors import ArtifactError
+from zoo.errors import ArtifactError, one_line
 from zoo.export.clean import clean_proto
 from zoo.export.contract import (
     DEFAULT_NAME,
@@ -145,7 +145,7 @@ def export_onnx(run_or_model: Run | Model, path: str | Path, *, opset: int = 20,
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:  # ValidationError, or an inference error from full_check
-        raise ArtifactError(f"the exported graph fails onnx.checker: {_one_line(e)}") from None
+        raise ArtifactError(f"the exported graph fails onnx.checker: {_telling_line(e)}") from None
     try:
         atomic.write_bytes(path, data)
     except OSError as e:
@@ -209,7 +209,7 @@ def _export_proto(model: Model, opset: int) -> onnx.ModelProto:
             return program.model_proto
     except Exception as e:  # the exporter raises OnnxExporterError and plenty of others
         where, why = _culprit(model, e, example)
-        raise ArtifactError(f"ONNX export failed{where}: {why or _one_line(e)}") from None
+        raise ArtifactError(f"ONNX export failed{where}: {why or _telling_line(e)}") from None
     finally:
         model.train(was_training)
 
@@ -241,7 +241,7 @@ def _export_step(model: Model, opset: int) -> onnx.ModelProto:
                 custom_translation_table=model.translation_table() or None)
             return program.model_proto
     except Exception as e:
-        raise ArtifactError(f"ONNX export of the step graph failed: {_one_line(e)}") from None
+        raise ArtifactError(f"ONNX export of the step graph failed: {_telling_line(e)}") from None
     finally:
         model.train(was_training)
 
@@ -303,7 +303,7 @@ def _first_failing_layer(model: Model) -> tuple[str, str]:
                 with torch.no_grad():
                     x = layer(x)
             except Exception as e:
-                return _describe(model, i), f"torch.export cannot trace it: {_one_line(e)}"
+                return _describe(model, i), f"torch.export cannot trace it: {_telling_line(e)}"
     return "", ""
 
 
@@ -316,10 +316,9 @@ def _describe(model: Model, index: int) -> str:
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _one_line(error: BaseException) -> str:
+def _telling_line(error: BaseException) -> str:
     """The telling line of an exporter error: no ANSI colours, no graph dumps, no class repr."""
     lines = [ln.strip() for ln in ANSI.sub("", str(error)).splitlines() if ln.strip()]
     text = next((ln for ln in lines if "Error" in ln and len(ln) > 20), lines[0] if lines else "")
     text = re.sub(r"<class '[\w.]+'>: ", "", text).split(" This is step ")[0]
-    text = text or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return one_line(text or type(error).__name__)

@@ -12,7 +12,6 @@ before onnxruntime sees it: a file that is not ONNX, or any tensor that points a
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from zoo import files
-from zoo.errors import ArtifactError
+from zoo.errors import ArtifactError, one_line
 from zoo.export.contract import (
     INPUT,
     INT8_DYNAMIC,
@@ -33,36 +32,14 @@ from zoo.export.contract import (
     present_name,
     read_metadata,
 )
+from zoo.export.protobuf import external_tensors, graph_ops
 from zoo.sampling import BatchDependent, entries_so_far, sample
 
-__all__ = ["OnnxModel", "external_tensors", "graph_ops", "QUANTIZED_OPS"]
+__all__ = ["OnnxModel", "QUANTIZED_OPS"]
 
-MAX_NESTING = 64  # subgraphs inside subgraphs: deeper than any real model, shallow for a bomb
-
-# Why a hand-written walker and not onnx.load + onnx.external_data_helper: importing onnx
-# costs ~360-480 ms on top of onnxruntime and numpy (median of 5 here, loaded 2-core machine,
-# onnx 1.x), about as long as the rest of a `zoo sample -n 20`; and onnx.load itself parses
-# every tensor. The tables below are the protobuf field numbers of every onnx.proto message
-# field through which a TensorProto can be reached (tests/test_runtime.py derives that set
-# from onnx's own descriptors and checks it equals these tables):
-# ModelProto.graph/training_info/functions, TrainingInfoProto.initialization/algorithm,
-# FunctionProto.node/attribute_proto (attribute defaults), GraphProto.node/initializer/
-# sparse_initializer, NodeProto.attribute, AttributeProto.t/g/tensors/graphs/sparse_tensor/
-# sparse_tensors, SparseTensorProto.values/indices.
-_MODEL = {7: "graph", 20: "training", 25: "function"}
-_TRAINING = {1: "graph", 2: "graph"}
-_FUNCTION = {7: "node", 11: "attribute"}
-_GRAPH = {1: "node", 5: "tensor", 15: "sparse"}
-_NODE = {5: "attribute"}
-_ATTRIBUTE = {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"}
-_SPARSE = {1: "tensor", 2: "tensor"}
-_TENSOR_NAME, _TENSOR_EXTERNAL, _TENSOR_LOCATION = 8, 13, 14
-_MODEL_GRAPH, _GRAPH_NODE, _NODE_OP_TYPE = 7, 1, 4  # ModelProto.graph, .node, NodeProto.op_type
 # what onnxruntime's quantisers put in a graph, and no float model has
 QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "QLinearMatMul",
                  "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
-_KINDS = {"graph": _GRAPH, "node": _NODE, "attribute": _ATTRIBUTE, "sparse": _SPARSE,
-          "training": _TRAINING, "function": _FUNCTION}
 
 
 class OnnxModel:
@@ -143,7 +120,7 @@ class OnnxModel:
             return self.session.run([OUTPUT], {INPUT: x})[0]  # (B, V) float32
         except Exception as e:  # onnxruntime's errors share no base class
             raise ArtifactError(f"{self.path}: onnxruntime failed to run the model: "
-                                f"{_first_line(e)}") from None
+                                f"{one_line(e)}") from None
 
     def start(self, rows: int) -> list[np.ndarray]:
         """A step graph's state before position 0 for ``rows`` sequences: zeros (format 2)."""
@@ -195,7 +172,7 @@ class OnnxModel:
             self.session.run_with_iobinding(binding)
         except Exception as e:  # onnxruntime's errors share no base class
             raise ArtifactError(f"{self.path}: onnxruntime failed to run the model: "
-                                f"{_first_line(e)}") from None
+                                f"{one_line(e)}") from None
         new = [old if cache else out
                for old, out, cache in zip(state, outputs[1:], self.caches, strict=True)]
         return logits, new
@@ -238,7 +215,7 @@ def _session(data: bytes, threads: int | None, path: Path) -> ort.InferenceSessi
     try:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's errors share no base class
-        raise ArtifactError(f"{path} is not a valid ONNX model: {_first_line(e)}") from None
+        raise ArtifactError(f"{path} is not a valid ONNX model: {one_line(e)}") from None
 
 
 def _read(path: Path) -> bytes:
@@ -255,103 +232,3 @@ def _read(path: Path) -> bytes:
     if data[:2] == b"PK":
         raise ArtifactError(f"{path} is a zip archive (torch.save?), not an ONNX model")
     return data
-
-
-def external_tensors(data: bytes, path: Path | str = "<bytes>") -> list[str]:
-    """Names of the tensors of a serialized ModelProto that keep their data in other files.
-
-    Walks the protobuf wire format itself (graph initializers, node attributes, subgraphs,
-    sparse tensors, functions and their attribute defaults, training graphs), so it needs no
-    onnx package and opens no file.
-    ArtifactError if ``data`` is not a well-formed protobuf message.
-    """
-    try:
-        return list(_walk(memoryview(data), _MODEL, 0))
-    except (ValueError, IndexError) as e:
-        raise ArtifactError(f"{path} is not a valid ONNX model (corrupted or truncated: "
-                            f"{e})") from None
-
-
-def graph_ops(data: bytes) -> set[str]:
-    """The op types of the main graph's nodes of a serialized ModelProto (no onnx package)."""
-    ops = set()
-    for number, graph in _fields(memoryview(data)):
-        if number != _MODEL_GRAPH or isinstance(graph, int):
-            continue
-        for field, node in _fields(graph):
-            if field != _GRAPH_NODE or isinstance(node, int):
-                continue
-            ops.update(bytes(value).decode("utf-8", "replace") for key, value in _fields(node)
-                       if key == _NODE_OP_TYPE and not isinstance(value, int))
-    return ops
-
-
-def _walk(data: memoryview, fields: dict[int, str], depth: int) -> Iterator[str]:
-    if depth > MAX_NESTING:
-        raise ValueError(f"messages nested deeper than {MAX_NESTING}")
-    for number, value in _fields(data):
-        kind = fields.get(number)
-        if kind is None or isinstance(value, int):
-            continue
-        if kind == "tensor":
-            name = _tensor_external(value)
-            if name is not None:
-                yield name
-        else:
-            yield from _walk(value, _KINDS[kind], depth + 1)
-
-
-def _tensor_external(data: memoryview) -> str | None:
-    """The tensor's name (or '?') if it uses external data, else None."""
-    name, external = "?", False
-    for number, value in _fields(data):
-        if number == _TENSOR_NAME and not isinstance(value, int):
-            name = bytes(value).decode("utf-8", "replace") or "?"
-        elif number == _TENSOR_LOCATION and value == 1:  # TensorProto.EXTERNAL
-            external = True
-        elif number == _TENSOR_EXTERNAL:
-            external = True  # a location entry without the flag: refuse it all the same
-    return repr(name) if external else None
-
-
-def _fields(data: memoryview) -> Iterator[tuple[int, int | memoryview]]:
-    """(field number, value) pairs of one message: ints for varints, zero-copy views else."""
-    i, end = 0, len(data)
-    while i < end:
-        key, i = _varint(data, i)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ValueError("field number 0")
-        if wire == 0:
-            value, i = _varint(data, i)
-            yield number, value
-        elif wire == 2:
-            size, i = _varint(data, i)
-            if i + size > end:
-                raise ValueError("a field runs past the end of the data")
-            yield number, data[i:i + size]
-            i += size
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-            if i > end:
-                raise ValueError("a field runs past the end of the data")
-        else:
-            raise ValueError(f"wire type {wire} is not used by ONNX")
-
-
-def _varint(data: memoryview, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("a varint longer than 10 bytes")
-
-
-def _first_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 300 else text[:297] + "..."

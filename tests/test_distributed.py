@@ -22,16 +22,10 @@ from matrix import assert_clean_error, snapshot
 from safetensors.torch import load_file
 
 from zoo import rundir
-from zoo.distributed import (
-    SILENT_LOST_PEER,
-    Sync,
-    World,
-    _outcome,
-    check_scale,
-    pick_device,
-    sync_batch_norm,
-)
+from zoo.devices import pick_device
 from zoo.errors import TrainingError
+from zoo.launch import _outcome
+from zoo.procgroup import SILENT_LOST_PEER, Sync, World, check_scale, sync_batch_norm
 from zoo.threads import usable_cores
 from zoo.train import train
 

@@ -266,3 +266,31 @@ def test_max_params_is_read_when_a_model_is_built(cli):
     assert_clean_error(cli("summary", "mlp-bn", env={"LAYERZOO_MAX_PARAMS": "1000"}),
                        "refuses more than 1,000")
     assert cli("summary", "mlp-bn", env={"LAYERZOO_MAX_PARAMS": "1_000_000"}).exit_code == 0
+
+
+def test_another_librarys_error_is_quoted_in_one_line():
+    """One helper quotes every foreign error: whitespace folded (or the first line alone),
+    control characters escaped, an empty error named by its class, a long one cut and
+    counted."""
+    from zoo.errors import one_line
+
+    error = RuntimeError("bad  value\n  at\tpos 3\x1b[2J\nframe #0: c10::Error")
+    assert one_line(error) == "bad value at pos 3\\x1b[2J frame #0: c10::Error"
+    assert one_line(error, first=True) == "bad value"
+    assert one_line(error, first=True, named=True) == "RuntimeError: bad value"
+    assert one_line(AssertionError()) == one_line(AssertionError(), named=True) == \
+        "AssertionError"
+    assert one_line(ValueError("x" * 310)) == "x" * 300 + "... (10 more characters)"
+    # a message of our own keeps its spacing; a newline in a path it names is shown escaped
+    assert one_line("s\x1b[2J\n.toml:1:  invalid") == "s\\x1b[2J\\n.toml:1:  invalid"
+
+
+def test_a_huge_integer_is_named_by_its_digits_in_the_model_and_the_recipe(cli, tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text('{"model": {"context": 3, "layers": 1' + "0" * 99 + '}}', encoding="utf-8")
+    assert_clean_error(cli("summary", str(path)), "model.layers: expected a list of layer "
+                       "entries, got an integer of 100 digits")
+    path.write_text('{"model": {"context": 3, "layers": ["flatten"]}, "train": {"seed": 1'
+                    + "0" * 99 + '}}', encoding="utf-8")
+    assert_clean_error(cli("summary", str(path)), "train.seed: expected an integer >= 0",
+                       "got an integer of 100 digits")

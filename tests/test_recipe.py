@@ -95,6 +95,40 @@ def test_largest_seed_is_accepted():
     torch.Generator().manual_seed(MAX_SEED)  # torch takes it
 
 
+def test_every_seed_has_the_one_bound(tmp_path):
+    """The recipe, a run's meta.json, the sampler (seed and word index) and `zoo check` take
+    seeds up to MAX_SEED (2**64 - 1) and each refuses one more."""
+    import numpy as np
+
+    from zoo.errors import ArtifactError
+    from zoo.export.check import check
+    from zoo.runschema import check_meta
+    from zoo.sampling import sample
+
+    assert MAX_SEED == 2**64 - 1
+    with pytest.raises(SpecError, match="train.seed: expected an integer >= 0 and <= "):
+        resolve_recipe({"seed": MAX_SEED + 1})
+    assert check_meta({"seed": MAX_SEED}, "meta.json")["seed"] == MAX_SEED
+    with pytest.raises(ArtifactError, match=r"field 'seed': expected an integer in \[0, 2\*\*64\)"):
+        check_meta({"seed": MAX_SEED + 1}, "meta.json")
+
+    def uniform(x: np.ndarray) -> np.ndarray:
+        return np.zeros((len(x), 3), np.float32)  # (B, V)
+
+    words = {"vocab": (".", "a", "b"), "context": 2, "n": 1}
+    assert len(sample(uniform, **words, seed=MAX_SEED, start=MAX_SEED)) == 1
+    with pytest.raises(SpecError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        sample(uniform, **words, seed=MAX_SEED + 1)
+    with pytest.raises(SpecError, match="start must be an integer"):
+        sample(uniform, **words, start=MAX_SEED + 1)
+    with pytest.raises(SpecError, match="start \\+ n must be at most 2\\*\\*64"):
+        sample(uniform, **{**words, "n": 2}, start=MAX_SEED)
+    with pytest.raises(ArtifactError):  # the seed passes; there is no run to check
+        check(tmp_path / "none", tmp_path / "none.onnx", seed=MAX_SEED)
+    with pytest.raises(SpecError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        check(tmp_path / "none", tmp_path / "none.onnx", seed=MAX_SEED + 1)
+
+
 def test_zoo_recipe_lists_fields_optimizer_defaults_and_named_recipes():
     result = CliRunner().invoke(main, ["recipe"])
     assert result.exit_code == 0, result.output

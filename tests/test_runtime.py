@@ -19,7 +19,8 @@ from matrix import SAMPLING_REFUSED, assert_clean_error
 from onnx import external_data_helper
 
 from zoo.errors import ArtifactError
-from zoo.export.runtime import OnnxModel, external_tensors
+from zoo.export.protobuf import external_tensors, op_counts
+from zoo.export.runtime import OnnxModel
 from zoo.registry import ALLOW_ENV, get_registry
 from zoo.rundir import open_run
 from zoo.sampling import sample
@@ -181,9 +182,14 @@ def test_foreign_onnx_signature_is_refused(tmp_path: Path) -> None:
         OnnxModel.load(tmp_path / "relu.onnx")
 
 
-def test_external_tensor_walker_agrees_with_onnx(mlp_bn: tuple[Path, Path]) -> None:
+def test_the_protobuf_walker_agrees_with_onnx(mlp_bn: tuple[Path, Path]) -> None:
+    """Its external tensors, and its op counts (`zoo export` prints them), are onnx's."""
     proto = onnx.load(mlp_bn[1])
     assert external_tensors(proto.SerializeToString()) == []
+    ops: dict[str, int] = {}
+    for node in proto.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    assert list(op_counts(proto.SerializeToString()).items()) == list(ops.items())
     bad = onnx.ModelProto.FromString(_external(proto, "x.bin", in_constant=True))
     found = [t.name for t in external_data_helper._get_all_tensors(bad)
              if external_data_helper.uses_external_data(t)]
@@ -193,7 +199,7 @@ def test_external_tensor_walker_agrees_with_onnx(mlp_bn: tuple[Path, Path]) -> N
 def test_external_data_walker_covers_every_place_a_tensor_can_live() -> None:
     """Derive from onnx's own schema every message field through which a TensorProto can be
     reached, and check the hand-written walker's tables name exactly those."""
-    from zoo.export import runtime
+    from zoo.export import protobuf
 
     reaches: dict[str, bool] = {}
 
@@ -215,10 +221,10 @@ def test_external_data_walker_covers_every_place_a_tensor_can_live() -> None:
             if f.message_type is not None and can_reach(f.message_type):
                 needed.add((message.name, f.number))
                 todo.append(f.message_type)
-    tables = {"ModelProto": runtime._MODEL, "TrainingInfoProto": runtime._TRAINING,
-              "FunctionProto": runtime._FUNCTION, "GraphProto": runtime._GRAPH,
-              "NodeProto": runtime._NODE, "AttributeProto": runtime._ATTRIBUTE,
-              "SparseTensorProto": runtime._SPARSE}
+    tables = {"ModelProto": protobuf._MODEL, "TrainingInfoProto": protobuf._TRAINING,
+              "FunctionProto": protobuf._FUNCTION, "GraphProto": protobuf._GRAPH,
+              "NodeProto": protobuf._NODE, "AttributeProto": protobuf._ATTRIBUTE,
+              "SparseTensorProto": protobuf._SPARSE}
     covered = {(name, number) for name, table in tables.items() for number in table}
     assert covered == needed
     assert ("FunctionProto", 11) in needed  # attribute defaults of local functions

@@ -319,7 +319,7 @@ def test_onnxruntime_is_given_the_bytes_never_the_path(exported, monkeypatch):
 
 
 def test_exported_files_are_self_contained(exported):
-    from zoo.export.runtime import external_tensors
+    from zoo.export.protobuf import external_tensors
 
     for preset in ("mlp-bn", "wavenet"):
         run, onnx_path = exported(preset)

@@ -188,6 +188,60 @@ def test_cli_overrides_reach_the_run(tmp_path):
     assert "val" in result.output and "samples:" in result.output
 
 
+@pytest.fixture
+def spec_reads(monkeypatch) -> list[Path]:
+    """The spec files read from here on, one entry per read."""
+    from zoo import files
+
+    reads: list[Path] = []
+    real = files.read_bytes
+
+    def counting(path, kind, *args, **kwargs):
+        if kind is files.SPEC:
+            reads.append(Path(path))
+        return real(path, kind, *args, **kwargs)
+
+    monkeypatch.setattr(files, "read_bytes", counting)
+    return reads
+
+
+def spec_file(folder: Path) -> Path:
+    path = folder / "tiny.json"
+    path.write_text(json.dumps({"model": {"context": 3, "layers": [
+        {"type": "embedding", "dim": 4}, "flatten", "linear"]},
+        "train": {"steps": 2, "batch_size": 8}}), encoding="utf-8")
+    return path
+
+
+def test_zoo_train_reads_its_spec_once(tmp_path, spec_reads):
+    """The checks made before a run read and validate the spec; the run is handed that."""
+    spec = spec_file(tmp_path)
+    result = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run"),
+                                       "--samples", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert spec_reads == [spec]
+    assert json.loads((tmp_path / "run" / rundir.META).read_text())["spec"] == str(spec)
+
+
+def test_the_launcher_reads_the_spec_once_and_trains_nothing(tmp_path, spec_reads,
+                                                             monkeypatch):
+    """`zoo train --nproc 2` checks the spec before torchrun starts the ranks (each a process
+    of its own, reading it there)."""
+    if usable_cores() < 2:
+        pytest.skip("two processes need two usable cores")
+    launched = []
+    monkeypatch.setattr("zoo.launch.launch", lambda nproc, args, out: launched.append(
+        (nproc, args)) or 0)
+    spec = spec_file(tmp_path)
+    result = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run"),
+                                       "--nproc", "2", "--device", "cpu", "--samples", "0"])
+    assert result.exit_code == 0, result.output
+    assert spec_reads == [spec]
+    assert launched == [(2, ["train", str(spec), "--out", str(tmp_path / "run"), "--samples",
+                             "0", "--device", "cpu"])]
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_bad_override_is_one_line_exit_2(tmp_path):
     result = CliRunner().invoke(main, ["train", "mlp", "--out", str(tmp_path / "r"),
                                        "--set", "train.optimiser=sgd"])

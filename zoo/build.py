@@ -22,7 +22,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from zoo.data import AUTO, auto_context, default_words_file, read_words
-from zoo.errors import ShapeError, SpecError, ZooError
+from zoo.errors import ShapeError, SpecError, ZooError, one_line
 from zoo.layer import Place, Shape
 from zoo.registry import Registry, get_registry
 from zoo.spec import Entry, Spec, expand, load_spec
@@ -50,12 +50,6 @@ def max_params() -> int:
         raise ZooError(f"{MAX_PARAMS_ENV}={raw[:40]!r}: expected a positive integer (the most "
                        "parameters a model may have)")
     return value
-
-
-def _one_line(error: BaseException) -> str:
-    """A plugin's or torch's error text cut to its first line (no C++ stack in a message)."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 @dataclass(frozen=True)
@@ -287,7 +281,7 @@ def infer_shapes(entries: list[Entry], places: list[Place], context: int,
             raise SpecError(f"{entry.label}: {e}", source) from None
         except Exception as e:  # a plugin's bug: name the plugin, keep the reason
             raise SpecError(f"{entry.label}: shape function of plugin {entry.layer.plugin!r} "
-                            f"raised {type(e).__name__}: {_one_line(e)}", source) from None
+                            f"raised {one_line(e, first=True, named=True)}", source) from None
         if not (isinstance(out, tuple) and all(isinstance(n, int) and n > 0 for n in out)):
             raise SpecError(f"{entry.label}: plugin {entry.layer.plugin!r} returned the "
                             f"shape {out!r}; expected a tuple of positive integers", source)
@@ -363,7 +357,7 @@ def _build_layers(entries: list[Entry], places: list[Place], context: int,
             raise SpecError(f"{entry.label}: {e}", source) from None
         except Exception as e:
             raise SpecError(f"{entry.label}: building it in plugin {entry.layer.plugin!r} "
-                            f"raised {type(e).__name__}: {_one_line(e)}", source) from None
+                            f"raised {one_line(e, first=True, named=True)}", source) from None
         if not isinstance(module, nn.Module):
             raise SpecError(f"{entry.label}: plugin {entry.layer.plugin!r} built "
                             f"{type(module).__name__}; expected a torch.nn.Module", source)

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from zoo.errors import one_line
+
 if TYPE_CHECKING:
     from zoo.build import Model
 
@@ -33,7 +35,6 @@ HARMLESS = re.compile(r"training mode|is deprecated|will be removed|onnxscript.*
                       r"torch\.onnx\.export.*dynamo|"
                       # two inputs' batch axes share one name: the exporter merges them
                       r"shares the same shape constraints with another axis", re.IGNORECASE)
-MAX_MESSAGE = 300  # a warning is one line; a torch message can carry a whole graph
 
 
 class LayerWarning(UserWarning):
@@ -48,11 +49,6 @@ def _owner(frame: FrameType | None, owners: dict[int, int]) -> int | None:
             return index
         frame = frame.f_back
     return None
-
-
-def _one_line(message: Any) -> str:
-    text = " ".join(str(message).split())
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
 
 
 @contextlib.contextmanager
@@ -76,7 +72,7 @@ def layer_warnings(model: Model, what: str = "ONNX export") -> Iterator[dict[str
         else:
             entry = model.entries[index]
             where = f"{what}: {entry.label} of plugin {entry.layer.plugin!r}"
-        text = f"{category.__name__}: {_one_line(message)}"
+        text = f"{category.__name__}: {one_line(message)}"
         if text not in found.setdefault(where, []):
             found[where].append(text)
 

@@ -2,12 +2,18 @@
 
 A message names the thing, the place (file:line, spec entry, plugin), what was expected and,
 where it can, the fix. The CLI prints ``str(error)`` on one line and exits with status 2.
+The helpers below write the parts every message shares: another library's error quoted in one
+line (``one_line``), a value that was not expected (``typed_repr``), close names
+(``did_you_mean``).
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import unicodedata
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ZooError",
@@ -19,10 +25,14 @@ __all__ = [
     "TrainingError",
     "RunWarning",
     "did_you_mean",
+    "one_line",
+    "typed_repr",
 ]
 
 
 MAX_SHOWN = 10  # problems a message lists before "and N more"
+QUOTED = 300  # characters of another library's error quoted in a message
+BIG_INT_BITS = 256  # a larger integer is named by its digits (repr refuses > 4,300 of them)
 
 
 class ZooError(Exception):
@@ -81,3 +91,43 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if not close:
         return ""
     return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+
+
+def one_line(error: BaseException | str, limit: int = QUOTED, *, first: bool = False,
+             named: bool = False) -> str:
+    """``error`` as one line of a message: an exception quoted, or a message made safe to print.
+
+    An exception's text is quoted with every run of whitespace (line breaks too) as one space;
+    ``first`` keeps its first line only (for errors that append a C++ stack or a graph dump);
+    ``named`` puts its class name first (``ValueError: ...``), and an exception with no text
+    is named by its class alone. A string keeps its spacing. Either way, control characters
+    and line breaks left are escaped (a path may hold an escape sequence or a newline), and a
+    line of over ``limit`` characters is cut, saying how many more there were.
+    """
+    if isinstance(error, BaseException):
+        text = str(error).strip()
+        if first:
+            text = text.splitlines()[0] if text else ""
+        text = " ".join(text.split())
+        name = type(error).__name__
+        text = f"{name}: {text}" if named and text else text or name
+    else:
+        text = error
+    out = "".join(c.encode("unicode_escape").decode("ascii")
+                  if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    if len(out) > limit:
+        out = out[:limit] + f"... ({len(out) - limit:,} more characters)"
+    return out
+
+
+def typed_repr(value: Any) -> str:
+    """How a message names a value it did not expect: its type and a short repr
+    (``int 5``, ``string 'abc'``), or the digits of a huge integer."""
+    if isinstance(value, int) and value.bit_length() > BIG_INT_BITS:
+        size = abs(value)
+        digits = int(math.log10(size)) + 1  # exact after the two float-rounding corrections
+        digits += (size >= 10 ** digits) - (size < 10 ** (digits - 1))
+        return f"an integer of {digits:,} digits"
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{type(value).__name__} {text}" if not isinstance(value, str) else f"string {text}"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import PluginError
+from zoo.errors import PluginError, one_line
 from zoo.layer import LayerType
 from zoo.names import qualified
 from zoo.registry import Registry, get_registry
@@ -98,14 +98,14 @@ def _layer(layer: LayerType, registry: Registry, strict: bool) -> Iterator[Outco
             except ConformanceError as e:
                 reason = _build_reason(layer, str(e))
                 if reason is not None and "raised" not in reason:  # refused this input
-                    yield Outcome(what, "n/a", _short(reason))
+                    yield Outcome(what, "n/a", one_line(reason))
                     continue
                 built += 1
-                yield Outcome(what, "failed", _short(reason or str(e)))
+                yield Outcome(what, "failed", one_line(reason or e))
                 continue
             except Exception as e:  # the plugin's own code raised: a failure, named
                 built += 1
-                yield Outcome(what, "failed", _short(f"{type(e).__name__}: {e}"))
+                yield Outcome(what, "failed", one_line(e, named=True))
                 continue
             built += 1
             skipped = set(report.skipped)
@@ -144,7 +144,7 @@ def _preset(name: str, registry: Registry, words: Path, tmp: Path, steps: int) -
               device="cpu")
         result = check(out, export_run(out, registry=registry), registry=registry)
     except Exception as e:  # a ZooError, or the plugin's own code raising
-        return Outcome(what, "failed", _short(f"{type(e).__name__}: {e}"))
+        return Outcome(what, "failed", one_line(e, named=True))
     detail = (f"trained {steps} steps, exported; {result.contexts:,} {result.compared}, "
               f"largest difference {result.max_abs_diff:.2e}; {result.samples} words "
               f"{'identical' if result.samples_match else 'differ'}")
@@ -158,8 +158,3 @@ def _words(folder: Path) -> Path:
     path = folder / "words.txt"
     path.write_text("\n".join(words) + "\n", encoding="utf-8")
     return path
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."

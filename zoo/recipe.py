@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from zoo.errors import SpecError, did_you_mean
+from zoo.errors import SpecError, did_you_mean, typed_repr
 from zoo.layer import ParamInfo, param
 
 __all__ = ["Recipe", "OptimizerName", "ScheduleName", "OPTIMIZERS", "SCHEDULES", "NAMED",
@@ -24,7 +24,8 @@ __all__ = ["Recipe", "OptimizerName", "ScheduleName", "OPTIMIZERS", "SCHEDULES",
 
 OptimizerName = Literal["adamw", "sgd"]
 ScheduleName = Literal["onecycle", "cosine", "step", "constant"]
-MAX_SEED = 2**64 - 1  # torch.manual_seed takes at most an unsigned 64-bit integer
+MAX_SEED = 2**64 - 1  # the largest seed anywhere: an unsigned 64-bit integer (torch.manual_seed
+# takes at most that; the sampler's seeds and word indices are uint64)
 MAX_BATCH = 1 << 16  # windows per batch; context 4,096 x 65,536 int64 ids is already 2 GiB
 MAX_STEPS = 10**9
 EVALUATIONS = 20  # eval_every left unset: about this many evaluations per run
@@ -175,15 +176,6 @@ NAMED: dict[str, dict[str, Any]] = {
 # -- validation ----------------------------------------------------------------------------
 
 
-def _kind(value: Any) -> str:
-    """How a message names a value it did not expect (as zoo.spec does)."""
-    if isinstance(value, int) and value.bit_length() > 256:  # repr refuses > 4,300 digits
-        return f"an integer of about {int(value.bit_length() * 0.30103):,} digits"
-    text = repr(value)
-    text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{type(value).__name__} {text}" if not isinstance(value, str) else f"string {text}"
-
-
 def check_recipe(train: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A [train] table checked against Recipe's declared fields: (converted values, problems)."""
     fields = Recipe.fields()
@@ -199,7 +191,7 @@ def check_recipe(train: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             continue
         ok, values[key], reason = info.check(value)
         if not ok:
-            problems.append(f"train.{key}: {reason}, got {_kind(value)}")
+            problems.append(f"train.{key}: {reason}, got {typed_repr(value)}")
     return values, problems
 
 

@@ -8,7 +8,7 @@ connects to it and counts itself in. A rank still waiting after ``NOTE_AFTER`` s
 on stderr, once, with the address and how many ranks have joined; after the join timeout
 (``LAYERZOO_JOIN_TIMEOUT`` seconds, default ``DEFAULT_JOIN``) it gives up with one line naming
 the address, before anything is written. Once joined, the collectives keep their own, longer
-timeout (zoo.distributed.TIMEOUT), since rank 0 evaluates while the others wait.
+timeout (zoo.procgroup.TIMEOUT), since rank 0 evaluates while the others wait.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from zoo.errors import SpecError, TrainingError
 if TYPE_CHECKING:
     import torch.distributed as dist
 
-    from zoo.distributed import World
+    from zoo.procgroup import World
 
 __all__ = ["join", "join_timeout", "NoPeers", "JOIN_ENV", "DEFAULT_JOIN", "NOTE_AFTER"]
 

@@ -1,15 +1,18 @@
-"""Plain-text reports for the CLI: layers, plugins, presets, model summaries, losses."""
+"""Plain-text reports for the CLI: layers, plugins, presets, model summaries, a trained run's
+losses, an exported file's ops."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ZooError
 from zoo.registry import PluginInfo, Registry
 
 if TYPE_CHECKING:
     from zoo.build import Model
+    from zoo.train import TrainResult
 
 
 def _table(rows: list[list[str]], right: set[int] = frozenset()) -> str:
@@ -110,6 +113,23 @@ def presets(registry: Registry, sizes: dict[str, str]) -> str:
     return _table(rows, right={2})
 
 
+def summary_of(spec: str, vocab: int | None, context: int | None, registry: Registry) -> str:
+    """``zoo summary SPEC``: SPEC is a preset, a spec file or a run directory (then built with
+    the run's own spec and, unless ``vocab`` is given, its vocabulary)."""
+    from zoo import rundir
+    from zoo.build import build_model
+    from zoo.data import BUNDLED_VOCAB_SIZE
+    from zoo.spec import names_file
+
+    source: Any = spec
+    if names_file(spec, registry) and rundir.is_run_dir(spec):
+        run_vocab = rundir.read_vocab(Path(spec))
+        source = rundir.read_spec(Path(spec))
+        vocab = vocab or run_vocab.size
+    model = build_model(source, vocab or BUNDLED_VOCAB_SIZE, context=context, registry=registry)
+    return summary(model, spec)
+
+
 def summary(model: Model, title: str) -> str:
     """Each layer, its output shape and parameter count, and the total; residual blocks show
     their own row (the sum of their layers) with their layers indented beneath."""
@@ -121,3 +141,21 @@ def summary(model: Model, title: str) -> str:
     rows.append(["total", "", "", f"{model.num_parameters():,}"])
     head = f"{title}: context {model.context}, vocabulary {model.vocab_size}"
     return head + "\n" + _table(rows, right={3})
+
+
+def trained(result: TrainResult) -> str:
+    """The line ``zoo train`` ends with: where the run is, how long it took, its losses."""
+    m = result.metrics
+    return (f"trained {result.path} in {result.seconds:.1f} s ({result.steps:,} steps): "
+            f"train {m['train_loss']:.4f}  val {m['val_loss']:.4f}  test {m['test_loss']:.4f}")
+
+
+def exported(path: Path, int8: bool = False) -> str:
+    """What ``zoo export`` wrote: the file and its size, and its main graph's ops in order
+    (``Gemm x2``), read back from the file."""
+    from zoo.export.protobuf import op_counts
+
+    ops = op_counts(path.read_bytes())
+    return (f"wrote {path} ({path.stat().st_size:,} bytes{', int8' if int8 else ''})\n"
+            "ops: " + ", ".join(f"{op} x{count}" if count > 1 else op
+                                for op, count in ops.items()))

@@ -33,7 +33,7 @@ from safetensors.torch import save as st_save
 from zoo import atomic, files, runpaths, runschema
 from zoo.build import Model, build_model
 from zoo.data import Vocab
-from zoo.errors import ArtifactError, ZooError
+from zoo.errors import ArtifactError, ZooError, one_line
 from zoo.registry import Registry
 from zoo.spec import Spec
 
@@ -106,13 +106,8 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         metadata = dict(header.get("__metadata__") or {})
     except Exception as e:  # safetensors raises its own error types for every corruption
         raise ArtifactError(f"{path} is not a valid safetensors file "
-                            f"({_first_line(e)})") from None
+                            f"({one_line(e, first=True)})") from None
     return tensors, metadata
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def binding(run: Path) -> dict[str, str]:

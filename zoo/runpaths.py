@@ -1,4 +1,8 @@
-"""What may be written into a run directory, without torch: only the run's exports.
+"""Paths of runs, without torch: where a new run goes, and what may be written into a run
+directory (only the run's exports).
+
+``zoo train`` without ``--out`` creates ``runs/NAME`` (NAME: the spec's file stem or preset
+name), or ``runs/NAME-2``, ``-3`` ... when that exists (``fresh_run_dir``).
 
 A run directory is a folder holding ``spec.json`` (``zoo.rundir`` writes it whole). Its files
 are the run's own (spec, vocabulary, weights, checkpoint, metadata, curves) except its exports,
@@ -13,10 +17,11 @@ from pathlib import Path
 
 from zoo.errors import ArtifactError
 
-__all__ = ["EXPORTS", "check_target", "is_run"]
+__all__ = ["EXPORTS", "check_target", "is_run", "fresh_run_dir", "RUNS"]
 
 RUN_MARK = "spec.json"
 EXPORTS = ("model.onnx", "model.int8.onnx")  # what an export may replace inside a run
+RUNS = Path("runs")  # where runs go by default, in the current folder
 
 
 def is_run(path: Path) -> bool:
@@ -42,3 +47,17 @@ def check_target(out: str | Path, what: str, allowed: tuple[str, ...] = EXPORTS)
         link = f" ({out} leads to {target})" if target != out.absolute() else ""
         raise ArtifactError(f"{out} is inside run directory {run}{link}, whose files are the "
                             f"run's own; write {what} {where}")
+
+
+def fresh_run_dir(spec: str | None) -> Path:
+    """``runs/NAME`` for a new run of ``spec`` (a preset or spec file; None: the default
+    preset), with ``-2``, ``-3`` ... appended while the path exists."""
+    from zoo.spec import DEFAULT_PRESET
+
+    base = RUNS / Path(spec or DEFAULT_PRESET).stem
+    if not base.exists():
+        return base
+    n = 2
+    while Path(f"{base}-{n}").exists():
+        n += 1
+    return Path(f"{base}-{n}")

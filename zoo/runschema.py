@@ -21,12 +21,12 @@ from typing import Any
 
 from zoo import files
 from zoo.errors import ArtifactError
+from zoo.recipe import MAX_SEED
 
 __all__ = ["read_meta", "check_meta", "check_row", "STATUSES", "KINDS"]
 
 STATUSES = ("running", "interrupted", "failed", "finished")
 KINDS = ("window", "sequence")
-MAX_SEED = 2**64 - 1  # torch.manual_seed's bound, as the recipe's
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Check = Callable[[Any], "Problem | None"]

@@ -62,11 +62,11 @@ import numpy as np
 
 from zoo.data import BOUNDARY, Vocab  # '.' (vocab[0]) ends a word and pads contexts
 from zoo.errors import ArtifactError, SpecError
+from zoo.recipe import MAX_SEED
 
 __all__ = ["sample", "sample_text", "uniforms", "pick", "entries_so_far", "write_entries",
-           "keep_rows", "LogitsFn", "Stepper", "BatchDependent", "BOUNDARY", "MAX_SEED"]
+           "keep_rows", "LogitsFn", "Stepper", "BatchDependent", "BOUNDARY"]
 
-MAX_SEED = 2**64  # seeds and word indices are uint64
 WORKERS = 2  # chunks growing at once (threads): the model of one overlaps the numpy of another
 CHUNK = 4096  # words per batch: amortises each call (1,024 cost small models up to 1.8x)
 MAX_IDS = 1 << 24  # ids held per chunk (128 MiB of int64): shrinks the chunk for long words
@@ -463,11 +463,11 @@ def _check(vocab: Sequence[str], context: int, n: int, seed: int, start: int,
         problems.append(f"context must be an integer >= 1, got {context!r}")
     if not _is_int(n) or n < 0:
         problems.append(f"n must be an integer >= 0, got {n!r}")
-    if not _is_int(seed) or not 0 <= seed < MAX_SEED:
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
         problems.append(f"seed must be an integer in [0, 2**64), got {_short(seed)}")
-    if not _is_int(start) or not 0 <= start < MAX_SEED:
+    if not _is_int(start) or not 0 <= start <= MAX_SEED:
         problems.append(f"start must be an integer in [0, 2**64), got {_short(start)}")
-    elif _is_int(n) and n > 0 and start + n > MAX_SEED:
+    elif _is_int(n) and n > 0 and start + n > MAX_SEED + 1:
         problems.append(f"start + n must be at most 2**64 (word indices are uint64), got "
                         f"{_short(start)} + {_short(n)}")
     if (not isinstance(temperature, (int, float, np.floating)) or isinstance(temperature, bool)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo import files
-from zoo.errors import PluginError, SpecError, did_you_mean
+from zoo.errors import PluginError, SpecError, did_you_mean, typed_repr
 from zoo.layer import LayerType
 from zoo.recipe import check_recipe
 from zoo.registry import Registry, get_registry
@@ -72,7 +72,7 @@ class Spec:
         """Check the top-level shape of spec data and make a Spec (entries are not checked)."""
         if not isinstance(data, dict):
             raise SpecError(f"expected a table with 'model' (and optionally 'train', "
-                            f"'description'), got {_kind(data)}", source)
+                            f"'description'), got {typed_repr(data)}", source)
         problems = _unknown_keys(data, TOP_KEYS, "top level")
         model = data.get("model")
         if model is None:
@@ -80,16 +80,16 @@ class Spec:
                             "(and optionally 'context')")
             model = {}
         elif not isinstance(model, dict):
-            problems.append(f"key 'model': expected a table, got {_kind(model)}")
+            problems.append(f"key 'model': expected a table, got {typed_repr(model)}")
             model = {}
         problems += _unknown_keys(model, MODEL_KEYS, "model")
         train = data.get("train", {})
         if not isinstance(train, dict):
-            problems.append(f"key 'train': expected a table, got {_kind(train)}")
+            problems.append(f"key 'train': expected a table, got {typed_repr(train)}")
             train = {}
         description = data.get("description", "")
         if not isinstance(description, str):
-            problems.append(f"key 'description': expected a string, got {_kind(description)}")
+            problems.append(f"key 'description': expected a string, got {typed_repr(description)}")
             description = ""
         context = model.get("context", DEFAULT_CONTEXT)
         if problems:
@@ -106,16 +106,6 @@ class Entry:
     layer: LayerType
     params: Any  # an instance of layer.params
     blocks: tuple[str, ...] = ()  # labels of the residual blocks around it, outermost first
-
-
-def _kind(value: Any) -> str:
-    """How a message names a value it did not expect: its type and a short repr."""
-    try:
-        text = repr(value)
-    except ValueError:  # an integer of over 4,300 digits has no repr
-        return f"an integer of about {value.bit_length() * 0.30103:,.0f} digits"
-    text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{type(value).__name__} {text}" if not isinstance(value, str) else f"string {text}"
 
 
 def _unknown_keys(table: dict[str, Any], known: tuple[str, ...], where: str) -> list[str]:
@@ -177,7 +167,7 @@ def load_spec(source: Any, *, context: int | None = None,
         spec = _named(str(source), registry or get_registry())
     else:
         raise SpecError(f"expected a list of layer entries, a table, a file path or a preset "
-                        f"name, got {_kind(source)}")
+                        f"name, got {typed_repr(source)}")
     if context is not None:
         spec = Spec(spec.layers, context, spec.train, spec.description, spec.source)
     return spec
@@ -241,14 +231,14 @@ def expand(spec: Spec, registry: Registry | None = None) -> list[Entry]:
         problems.append("model.context is 'auto' (a sequence model's longest word + 1), which "
                         "only a words file can settle; give an integer to build it without one")
     elif not isinstance(ctx, int) or isinstance(ctx, bool):
-        problems.append(f"model.context: expected an integer >= 1 or 'auto', got {_kind(ctx)}")
+        problems.append(f"model.context: expected an integer >= 1 or 'auto', got {typed_repr(ctx)}")
     elif not 1 <= ctx <= MAX_CONTEXT:
         problems.append(f"model.context: expected an integer from 1 to {MAX_CONTEXT}, got {ctx}")
     problems += check_recipe(spec.train)[1]
     entries: list[Entry] = []
     if not isinstance(spec.layers, list):
         problems.append(f"model.layers: expected a list of layer entries, got "
-                        f"{'nothing' if spec.layers is None else _kind(spec.layers)}")
+                        f"{'nothing' if spec.layers is None else typed_repr(spec.layers)}")
     elif not spec.layers:
         problems.append("model.layers is empty: a model needs at least one layer")
     else:
@@ -288,10 +278,10 @@ def _expand(items: list[Any], prefix: str, suffix: str, registry: Registry,
             name, given = item["type"], {k: v for k, v in item.items() if k != "type"}
         else:
             problems.append(f"{where}: expected a layer name or a table with 'type', got "
-                            f"{_kind(item)}")
+                            f"{typed_repr(item)}")
             continue
         if not isinstance(name, str):
-            problems.append(f"{where}: key 'type': expected a layer name, got {_kind(name)}")
+            problems.append(f"{where}: key 'type': expected a layer name, got {typed_repr(name)}")
             continue
         try:
             layer = registry.layer(name)
@@ -313,11 +303,11 @@ def _expand_block(item: dict[str, Any], where: str, prefix: str, suffix: str,
                         f"{did_you_mean(str(key), ('repeat', 'layers'))}")
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         problems.append(f"{where} (repeat block): key 'repeat': expected an integer >= 1, got "
-                        f"{_kind(count)}")
+                        f"{typed_repr(count)}")
         return
     if not isinstance(body, list) or not body:
         problems.append(f"{where} (repeat block): key 'layers': expected a non-empty list of "
-                        f"layer entries, got {'nothing' if body is None else _kind(body)}")
+                        f"layer entries, got {'nothing' if body is None else typed_repr(body)}")
         return
     if count * len(body) > MAX_ENTRIES:
         problems.append(f"{where} (repeat block): {count:,} repeats of {len(body)} layers "
@@ -341,7 +331,7 @@ def _expand_residual(item: dict[str, Any], where: str, prefix: str, suffix: str,
                             "{residual = [...layer entries...]} and takes no other key")
     if not isinstance(body, list) or not body:
         problems.append(f"{label}: key 'residual': expected a non-empty list of layer entries, "
-                        f"got {_kind(body)}")
+                        f"got {typed_repr(body)}")
         return
     start = len(out)
     _expand(body, prefix, suffix, registry, out, problems)
@@ -364,7 +354,7 @@ def _params(layer: LayerType, given: dict[str, Any], label: str,
             continue
         good, converted, reason = info.check(value)
         if not good:
-            problems.append(f"{label}: key {key!r}: {reason}, got {_kind(value)}")
+            problems.append(f"{label}: key {key!r}: {reason}, got {typed_repr(value)}")
             ok = False
         values[key] = converted
     for name, info in infos.items():

@@ -37,14 +37,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from zoo import atomic, curves, rundir
+from zoo.batchcheck import check_batch_size
 from zoo.build import SEQUENCE, Model, build_model, model_kind
 from zoo.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint
 from zoo.data import AUTO, IGNORE, Corpus, Dataset, Sequences, Vocab, Windows, make_dataset
-from zoo.distributed import Sync, World, check_processes, check_scale, peer_error, pick_device
+from zoo.devices import pick_device
 from zoo.errors import ArtifactError, RunWarning, SpecError, TrainingError, ZooError
 from zoo.export.contract import versions
 from zoo.findings import DIAGNOSTICS
-from zoo.preflight import check_batch_size
+from zoo.procgroup import Sync, World, check_processes, check_scale, peer_error
 from zoo.recipe import NAMED, Recipe, default_eval_every, make_optimizer, resolve_recipe
 from zoo.registry import Registry
 from zoo.spec import DEFAULT_PRESET, Spec, load_spec
@@ -161,13 +162,16 @@ def train(spec: Any = None, *, data: str | Path | None = None, out: str | Path,
           diagnose: bool | int = False, tensorboard: str | Path | None = None) -> TrainResult:
     """Train a spec (default mlp-bn) on a words file into run directory ``out``, or resume.
 
+    ``spec`` is anything ``load_spec`` takes, a Spec too: ``zoo train`` hands over the one
+    zoo.launch.check_launch read and checked, which is not read again.
+
     ``recipe`` names a recipe laid over the spec's (``zoo recipe`` lists them); ``threads``
     fixes torch's intra-op threads (default: chosen for the model, see zoo.threads).
     ``progress`` shows a bar with the running loss; ``log`` receives a line per evaluation;
     ``on_step(step, loss)`` is called after every optimizer step (for logging or tests).
     Every input is checked before the run directory is created or changed.
     ``device`` is auto|cpu|cuda|mps; started by torchrun, each rank trains its slice of every
-    batch with DDP and rank 0 writes the run directory (zoo.distributed).
+    batch with DDP and rank 0 writes the run directory (zoo.procgroup).
     ``diagnose`` records per-layer statistics (zoo.diagnostics) at about 20 steps (True) or
     every N steps (an int) into ``diagnostics.jsonl``; a resumed run keeps its own setting.
     ``tensorboard`` writes the curves (and the diagnostics) as TensorBoard events there.

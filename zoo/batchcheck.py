@@ -1,7 +1,8 @@
-"""Checks of a training run that need the built model, made before the run directory exists.
+"""Whether the built model can train on the recipe's batch size, checked before the run
+directory exists.
 
 The recipe's own bounds (``zoo.recipe``) see numbers; some limits only show with the model: a
-layer that normalises over the batch (BatchNorm) cannot train on a batch of one. Each check runs
+layer that normalises over the batch (BatchNorm) cannot train on a batch of one. The check runs
 the model once on a throwaway copy, so nothing of the real model (weights, running statistics,
 RNG) changes.
 """
@@ -13,7 +14,7 @@ import copy
 import torch
 
 from zoo.build import Model
-from zoo.errors import SpecError
+from zoo.errors import SpecError, one_line
 
 __all__ = ["check_batch_size"]
 
@@ -28,9 +29,8 @@ def check_batch_size(model: Model, batch_size: int, source: str | None = None) -
         with torch.no_grad():
             trial(torch.zeros((batch_size, model.context), dtype=torch.int64))  # (B, T)
     except Exception as e:  # a layer's own refusal, e.g. "Expected more than 1 value ..."
-        lines = str(e).strip().splitlines()
         raise SpecError(f"train.batch_size = {batch_size}: this model cannot train on it "
-                        f"({lines[0] if lines else type(e).__name__}); layers that normalise "
+                        f"({one_line(e, first=True)}); layers that normalise "
                         "over the batch need a batch of 2 or more", source) from None
     finally:
         torch.set_rng_state(state)

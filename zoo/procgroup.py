@@ -1,49 +1,48 @@
-"""Scale-out: DistributedDataParallel training, one process per rank, launched by torchrun.
+"""The process group: DistributedDataParallel training, one process per rank, under torchrun.
 
-    zoo train SPEC --nproc 2                                  # launches torch.distributed.run
-    torchrun --nproc_per_node 2 -m zoo train SPEC --out DIR    # the same, by hand
+    with Sync(World.from_env(), device) as sync:   # joins the group (a no-op in one process)
+        trainer = sync.wrap(model)                 # DDP over the model when ranked
+        mine = sync.shard(idx)                     # this rank's slice of the batch's indices
+        loss = sync.mean(loss)                     # the global batch's loss, on every rank
 
 Every rank draws the same seeded global batch and trains on its own slice of it; DDP averages
 the gradients over the ranks, and the mean of equal-sized slice means is the mean over the whole
 batch, so a step is the single-process step (up to float rounding). ``batch_size`` is therefore
-the global batch and must divide evenly.
+the global batch and must divide evenly (``check_scale``).
 
-The process group is gloo on CPU and NCCL on CUDA (one GPU per rank, ``cuda:LOCAL_RANK``). torch
-runs ``SyncBatchNorm`` on GPUs only, so on CUDA batch normalisation layers share statistics over
-the global batch, while on CPU each rank normalises with its own slice's statistics and the
-saved running statistics are rank 0's (DDP broadcasts rank 0's buffers before each forward).
+The process group is gloo on CPU and NCCL on CUDA (one GPU per rank, ``cuda:LOCAL_RANK``, see
+zoo.devices). torch runs ``SyncBatchNorm`` on GPUs only, so on CUDA batch normalisation layers
+share statistics over the global batch (``sync_batch_norm``), while on CPU each rank normalises
+with its own slice's statistics and the saved running statistics are rank 0's (DDP broadcasts
+rank 0's buffers before each forward).
 
 Rank 0 alone writes the run directory, between barriers; every rank stops at the same step on
 SIGINT/SIGTERM (the flag is agreed by an all-reduce at the top of each step), and a rank that
-loses its peers stops with one line while the run directory keeps its last checkpoint.
+loses its peers stops with one line while the run directory keeps its last checkpoint
+(``peer_error``). zoo.launch starts the ranks for ``zoo train --nproc N``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import logging
 import os
 import re
-import signal
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from zoo.errors import TrainingError, ZooError
+from zoo.errors import TrainingError, ZooError, one_line
 from zoo.rendezvous import join
 
-__all__ = ["DEVICES", "World", "Sync", "Quiet", "LostPeer", "pick_device", "check_scale",
-           "preflight", "peer_error", "launch"]
+__all__ = ["World", "Sync", "Quiet", "LostPeer", "check_scale", "check_processes",
+           "sync_batch_norm", "peer_error", "LAUNCHED_ENV", "SILENT_LOST_PEER", "TIMEOUT"]
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-LAUNCHED_ENV = "LAYERZOO_LAUNCHED_RANKS"  # set by launch() for the ranks it starts
+LAUNCHED_ENV = "LAYERZOO_LAUNCHED_RANKS"  # set by zoo.launch for the ranks it starts
 SILENT_LOST_PEER = 75  # a rank's status when it stopped, silently, for a peer that died
 # generous: rank 0 evaluates the whole split while the other ranks wait at a barrier
 TIMEOUT = datetime.timedelta(minutes=10)
@@ -80,34 +79,6 @@ class World:
         return self.size > 1
 
 
-def pick_device(name: str = "auto", world: World | None = None) -> torch.device:
-    """The device for ``--device NAME``: auto is CUDA when present (one GPU per rank), else CPU."""
-    world = world or World()
-    if name not in DEVICES:
-        raise TrainingError(f"--device {name!r}: expected one of {', '.join(DEVICES)}")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"--device cuda: no CUDA device available (torch "
-                                f"{torch.__version__}, built for CUDA "
-                                f"{torch.version.cuda or 'none'}); use --device cpu")
-        if world.local_rank >= torch.cuda.device_count():
-            raise TrainingError(f"--device cuda: rank {world.rank} needs GPU "
-                                f"{world.local_rank} but {torch.cuda.device_count()} are "
-                                "visible; use fewer processes or --device cpu")
-        return torch.device("cuda", world.local_rank)
-    if name == "mps":
-        if not torch.backends.mps.is_available():
-            raise TrainingError("--device mps: the Apple MPS backend is not available here; "
-                                "use --device cpu")
-        if world.distributed:
-            raise TrainingError("--device mps: torch has no process-group backend for MPS; "
-                                "train with one process or --device cpu")
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 def check_scale(nproc: int, batch_size: int) -> None:
     """Refuse a process count the global batch cannot be split over evenly."""
     if nproc < 1:
@@ -128,48 +99,6 @@ def check_processes(run: Path, trained_on: object, nproc: int) -> None:
         raise TrainingError(f"{run} was trained on {trained_on} process(es); resume it with "
                             f"{flag} (each process trains its slice of every batch: another "
                             "count would not continue the same run)")
-
-
-def preflight(spec: Any, resume: Path | None, overrides: dict[str, Any], nproc: int,
-              device: str, world: World, *, named: str | None = None,
-              registry: Any = None) -> bool:
-    """Check ``--nproc``/``--device`` before anything starts; True if this process must launch.
-
-    A rank that torchrun started launches nothing: it is one of the ``nproc`` already.
-    """
-    if world.distributed:
-        if nproc not in (1, world.size):
-            raise TrainingError(f"--nproc {nproc} in a process torchrun started as one of "
-                                f"{world.size}: drop --nproc or match --nproc_per_node")
-        return False
-    check_scale(nproc, max(nproc, 1))
-    # the last rank needs a device too
-    on_cpu = pick_device(device, World(nproc - 1, nproc, nproc - 1)).type == "cpu"
-    if nproc == 1:
-        return False
-    from zoo import rundir
-    from zoo.recipe import resolve_recipe
-    from zoo.spec import DEFAULT_PRESET, load_spec
-
-    # the batch size the ranks will use: the run's own on resume, else the spec's + overrides
-    if resume is not None:
-        check_processes(Path(resume), rundir.read_meta(Path(resume)).get("processes", nproc),
-                        nproc)
-        run_spec = rundir.read_spec(Path(resume))
-        batch_size = resolve_recipe(run_spec.train, source=run_spec.source).batch_size
-    else:
-        loaded = load_spec(DEFAULT_PRESET if spec is None else spec, registry=registry)
-        batch_size = resolve_recipe(loaded.train, overrides, named=named,
-                                    source=loaded.source).batch_size
-    check_scale(nproc, batch_size)
-    from zoo.threads import usable_cores
-
-    if on_cpu and nproc > usable_cores():
-        raise TrainingError(f"--nproc {nproc} on {usable_cores()} usable CPU cores: each "
-                            "process trains on a core of its own and holds its own copy of "
-                            "the model and data, so more processes than cores only slow the "
-                            f"run; use --nproc {usable_cores()} or fewer")
-    return True
 
 
 class Sync:
@@ -344,10 +273,8 @@ def peer_error(error: BaseException, out: object, nproc: int,
     survivors stay silent (``Quiet``); under a bare torchrun each survivor says it. ``kept``:
     whether the run directory stays (a new run that had not stepped yet is removed).
     """
-    text = str(error).strip()
     # gloo prefixes its source location, "[.../pair.cc:537] Read error ...: Connection reset"
-    reason = re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]).split(". ")[0] if text \
-        else type(error).__name__
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", one_line(error, first=True)).split(". ")[0]
     message = (f"another rank stopped during training ({reason[:160]}); the run directory "
                f"keeps its last checkpoint: continue with `zoo train --resume {out} --nproc "
                f"{nproc}`" if kept else
@@ -356,62 +283,3 @@ def peer_error(error: BaseException, out: object, nproc: int,
     if os.environ.get(LAUNCHED_ENV):
         return Quiet(message, SILENT_LOST_PEER)
     return LostPeer(message)
-
-
-def launch(nproc: int, args: list[str], out: object = None) -> int:
-    """Run ``python -m zoo ARGS`` on ``nproc`` ranks with torch.distributed.run; its exit status.
-
-    ``--standalone`` lets the rendezvous pick a free port, so runs side by side do not
-    collide on torchrun's default 29500. A rank that fails with an error has printed it in one
-    line; a rank killed by a signal is named here (``out``: the run directory, for the hint).
-    torchrun's own report (a traceback-like box) is kept out of the way.
-    """
-    from torch.distributed.elastic.multiprocessing import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
-
-    argv = ["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc),
-            "--module", "zoo", *args]
-    _quiet_elastic_loggers()
-    os.environ[LAUNCHED_ENV] = "1"  # the ranks inherit it
-    try:
-        run(parse_args(argv))
-    except ChildFailedError as e:
-        return _outcome(e.failures, nproc, out)
-    except SignalException as e:  # Ctrl-C reached the launcher too; the ranks have stopped
-        return 128 + int(e.sigval)
-    finally:
-        os.environ.pop(LAUNCHED_ENV, None)
-    return 0
-
-
-def _outcome(failures: dict[int, Any], nproc: int, out: object) -> int:
-    """The launcher's exit status from its failed ranks, saying why when no rank could.
-
-    A rank killed by a signal (SIGKILL, a crash) could not speak; the ranks left are then sent
-    SIGTERM by torchrun, or stop silently (SILENT_LOST_PEER). A rank that exited with its own
-    status has printed its reason.
-    """
-    codes = {rank: f.exitcode for rank, f in failures.items()}
-    killed = [r for r, c in sorted(codes.items()) if c < 0 and c != -signal.SIGTERM]
-    spoke = [c for c in codes.values() if c > 0 and c != SILENT_LOST_PEER]
-    if not killed and spoke:
-        return max(spoke, key=lambda c: (c == 2, c))  # bad input (2) first
-    killed = killed or [r for r, c in sorted(codes.items()) if c < 0]
-    hint = f": continue with `zoo train --resume {out} --nproc {nproc}`" if out else ""
-    if killed:
-        name = failures[killed[0]].signal_name()
-        print(f"error: rank {killed[0]} was killed by {name}; the run directory keeps its last "
-              f"checkpoint{hint}", file=sys.stderr)
-    else:
-        print(f"error: the ranks lost each other; the run directory keeps its last "
-              f"checkpoint{hint}", file=sys.stderr)
-    return 1
-
-
-def _quiet_elastic_loggers() -> None:
-    # torch.distributed.elastic gives every module logger its own level (LOGLEVEL, WARNING),
-    # so the parent logger's level does not reach them
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("torch.distributed"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
