@@ -98,7 +98,7 @@ def curves(rows: list[dict[str, object]]) -> str:
 
 
 def render(rows: list[dict[str, object]]) -> str:
-    """The table and the curves, as the README shows them."""
+    """The table and the curves, as docs/benchmarks.md shows them."""
     return f"{table(rows)}\n\n{curves(rows)}"
 
 

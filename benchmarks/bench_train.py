@@ -12,7 +12,7 @@ and checkpoints included), which picks its threads as ``zoo train`` does. The fi
 median of the rounds' ratios. Module imports are outside both timings (see time_to_quality).
 
 Reads ../shared/data/names.txt (the corpus of the published makemore figures) when present,
-else the bundled data/names.txt. Prints markdown tables for the README.
+else the bundled data/names.txt. Prints markdown tables for docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from zoo.export.runtime import OnnxModel
 
 __all__ = ["quantize_onnx", "PER_CHANNEL"]
 
-PER_CHANNEL = True  # one scale per output column: lower loss drift, same speed (README table)
+PER_CHANNEL = True  # one scale per output column: lower loss drift, same speed (docs/benchmarks.md, int8 vs fp32)
 
 
 def quantize_onnx(src: Path, dst: Path) -> Path:

@@ -24,8 +24,8 @@ from zoo.layer import LayerType, NoParams, Place, Shape, param
 
 PLUGIN_API = 1
 """The plugin API's version: raised only when a plugin written for it could stop working
-(README: plugin API policy). Additions (a new LayerType field with a default, a new hook)
-keep it."""
+(docs/plugins.md, "The plugin API and its compatibility policy"). Additions (a new LayerType
+field with a default, a new hook) keep it."""
 
 __all__ = [
     "PLUGIN_API",

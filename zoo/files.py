@@ -7,7 +7,7 @@ A path that is not a regular file (a directory, a FIFO, a device, a socket) is r
 before it is opened for reading, and FIFOs are opened non-blocking so that nothing here can hang.
 The size bound does not trust ``st_size`` (0 for ``/dev/zero``, and a file may grow while it is
 read): at most ``limit + 1`` bytes are read, and one byte over the limit refuses the file. Each
-kind of file has its own documented limit (README, "Errors and safety").
+kind of file has its own documented limit (docs/errors.md).
 """
 
 from __future__ import annotations

@@ -159,8 +159,8 @@ SCHEDULES: dict[str, Callable[[Recipe, float, float], float]] = {
     "onecycle": _onecycle, "cosine": _cosine, "step": _step, "constant": _constant}
 
 # Named recipes (`zoo train SPEC --recipe NAME`): laid over the spec's [train] table, under
-# the command line's overrides. "fast" is the time-to-quality recipe of the README: mlp-bn
-# reaches val <= 2.10 (2.0991) with 1,700 one-cycle AdamW steps of 2,048 windows — 3.5M
+# the command line's overrides. "fast" is the time-to-quality recipe of docs/benchmarks.md:
+# mlp-bn reaches val <= 2.10 (2.0991) with 1,700 one-cycle AdamW steps of 2,048 windows — 3.5M
 # windows against the lecture's 6.4M, in 118x fewer optimizer steps; a window costs less at
 # batch 2,048 than at 512 or 1,024 (the step's fixed costs spread wider) and no less at 4,096.
 # Tried and short of 2.10 or slower: 1,500 x 2,048 at lr 0.015 (2.1023), 1,700 x 2,048 at lr
