@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check zoo plugins export tests benchmarks data
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info node_modules
+	rm -rf $(VENV) runs build dist *.egg-info node_modules
 
 # The documentation site, built into site/ in strict mode (a broken link or anchor, a page left
 # out of the nav, fails); the reference pages are generated from the code by docs/hooks.py.
