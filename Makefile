@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sampling.py --loop-words 500
 
 lint: $(STAMP)
-	$(BIN)/ruff check zoo plugins export tests benchmarks data
+	$(BIN)/ruff check zoo plugins export tests benchmarks data setup.py
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info node_modules
