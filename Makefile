@@ -32,10 +32,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sampling.py --loop-words 500
 
 lint: $(STAMP)
-	$(BIN)/ruff check zoo plugins export tests benchmarks data
+	$(BIN)/ruff check zoo plugins export tests benchmarks data setup.py
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info node_modules
+	rm -rf $(VENV) runs build dist *.egg-info node_modules
 
 # The documentation site, built into site/ in strict mode (a broken link or anchor, a page left
 # out of the nav, fails); the reference pages are generated from the code by docs/hooks.py.

@@ -11,11 +11,14 @@ checkout, installed as package data ``zoo.webpage``) and the three files of onnx
 single-threaded wasm backend. Nothing is fetched from the network, so the page works offline.
 
 onnxruntime-web comes from npm (``package.json`` and ``package-lock.json`` pin it; ``npm ci``
-installs it, as ``make`` does). Its files are looked up in, first to last:
-``ort_dir`` (``zoo web --ort-dir``), the environment variable ``LAYERZOO_ORT_DIR``, then
-``node_modules/onnxruntime-web/dist`` of the layerzoo checkout (an editable install) and of the
-current folder. Reading the model needs no torch; torch is only used, when the spec's plugins
-are installed, to print the spec's layer summary on the card.
+installs it, as ``make`` does), and a wheel carries its three files as package data
+(``zoo/webpage/onnxruntime-web``, copied from ``node_modules`` by setup.py when the wheel is
+built). They are looked up in, first to last: ``ort_dir`` (``zoo web --ort-dir``), the
+environment variable ``LAYERZOO_ORT_DIR``, the wheel's copy (an installed layerzoo) or
+``node_modules/onnxruntime-web/dist`` of the layerzoo checkout (an editable install), then
+``node_modules/onnxruntime-web/dist`` of the current folder. Reading the model needs no torch;
+torch is only used, when the spec's plugins are installed, to print the spec's layer summary
+on the card.
 """
 
 from __future__ import annotations
@@ -45,9 +48,11 @@ if TYPE_CHECKING:
     from zoo.registry import Registry
 
 __all__ = ["build_site", "find_ort_dir", "server", "serve", "Site", "ORT_ENV", "ORT_FILES",
-           "PAGE_FILES"]
+           "ORT_VERSION", "PAGE_FILES"]
 
 ORT_ENV = "LAYERZOO_ORT_DIR"
+ORT_VERSION = "1.30.0"  # package.json's pin, named to a wheel user who has no package.json
+ORT_SHIPPED = "onnxruntime-web"  # the wheel's copy, a folder of package zoo.webpage
 ORT_SUBDIR = Path("node_modules") / "onnxruntime-web" / "dist"
 # the wasm-only ES module build of onnxruntime-web, the emscripten glue it imports and the
 # SIMD wasm binary (the threaded build also runs on one thread; the jsep/jspi/asyncify
@@ -56,7 +61,9 @@ ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-th
 PAGE_FILES = ("index.html", "page.mjs", "model.mjs", "sampler.mjs", "rng.mjs", "sample.mjs")
 MODEL_NAME, SIDECAR = "model.onnx", "model.json"
 SITE_FILES = (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES)  # everything a folder holds
-INSTALL_HINT = "run `npm ci` in the layerzoo checkout (make does it)"
+CHECKOUT_HINT = "run `npm ci` in the layerzoo checkout (make does it)"
+INSTALL_HINT = (f"install onnxruntime-web {ORT_VERSION} with "
+                f"`npm install onnxruntime-web@{ORT_VERSION}` in the current folder")
 MIME = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
         ".json": "application/json", ".onnx": "application/octet-stream"}
 
@@ -124,18 +131,25 @@ def find_ort_dir(override: str | Path | None = None) -> Path:
     """The folder holding onnxruntime-web's wasm-backend files (see the module docstring)."""
     if override is None and os.environ.get(ORT_ENV):
         override = os.environ[ORT_ENV]
+    page = Path(str(importlib.resources.files("zoo.webpage")))
+    # an editable install's zoo.webpage is web/ of the checkout, next to its package.json;
+    # an installed one holds the wheel's copy
+    checkout = page.resolve().parent
+    in_checkout = (checkout / "package.json").is_file()
     if override is not None:
         candidates = [Path(override)]
     else:
-        checkout = Path(str(importlib.resources.files("zoo.webpage"))).parent
-        candidates = list(dict.fromkeys([checkout / ORT_SUBDIR, Path.cwd() / ORT_SUBDIR]))
+        installed = checkout / ORT_SUBDIR if in_checkout else page / ORT_SHIPPED
+        candidates = list(dict.fromkeys([installed, Path.cwd() / ORT_SUBDIR]))
     for folder in candidates:
         if all((folder / name).is_file() for name in ORT_FILES):
             return folder
     where = " or ".join(str(c) for c in candidates)
     missing = [n for n in ORT_FILES if not (candidates[0] / n).is_file()]
+    hint = CHECKOUT_HINT if in_checkout else INSTALL_HINT
     raise ArtifactError(f"onnxruntime-web's wasm files are missing ({', '.join(missing)} not in "
-                        f"{where}); {INSTALL_HINT}, or set {ORT_ENV} to a folder that has them")
+                        f"{where}); {hint}, or point --ort-dir or {ORT_ENV} at a folder that "
+                        "has them")
 
 
 def server(folder: str | Path, *, port: int = 8000, host: str = "127.0.0.1"
@@ -257,7 +271,13 @@ def _summary(meta: Metadata, source: Path, registry: Registry | None
 
 
 def _ort_version(folder: Path) -> str | None:
-    try:
-        return json.loads((folder.parent / "package.json").read_text(encoding="utf-8"))["version"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """The version in onnxruntime-web's package.json: the folder's own (the wheel's copy) or
+    its parent's (node_modules/onnxruntime-web/dist); None if neither names onnxruntime-web."""
+    for path in (folder / "package.json", folder.parent / "package.json"):
+        try:
+            package = json.loads(path.read_text(encoding="utf-8"))
+            if package["name"] == "onnxruntime-web":
+                return package["version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None

@@ -27,7 +27,15 @@ from matrix import SAMPLING_REFUSED, assert_clean_error, snapshot
 
 from zoo import webpage as web
 from zoo.export.runtime import OnnxModel
-from zoo.export.web import ORT_ENV, ORT_FILES, PAGE_FILES, build_site, server
+from zoo.export.web import (
+    ORT_ENV,
+    ORT_FILES,
+    ORT_SUBDIR,
+    ORT_VERSION,
+    PAGE_FILES,
+    build_site,
+    server,
+)
 from zoo.registry import get_registry
 from zoo.sampling import CHUNK
 
@@ -385,3 +393,15 @@ def test_missing_wasm_files_name_the_command(monkeypatch: pytest.MonkeyPatch, ex
     with pytest.raises(web.ArtifactError, match="npm ci"):
         build_site(exported("mlp-bn")[1], tmp_path / "site")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_version_named_to_wheel_users_is_the_pinned_and_installed_one() -> None:
+    """ORT_VERSION (named in `zoo web`'s hint to a wheel user, who has no package.json) is the
+    version package.json pins, package-lock.json resolves and npm ci installed: the one the page
+    is tested with and a wheel ships."""
+    root = Path(__file__).resolve().parents[1]
+    pinned = json.loads((root / "package.json").read_text())["dependencies"]["onnxruntime-web"]
+    lock = json.loads((root / "package-lock.json").read_text())["packages"]
+    installed = json.loads((root / ORT_SUBDIR.parent / "package.json").read_text())["version"]
+    assert ORT_VERSION == pinned == lock["node_modules/onnxruntime-web"]["version"] == installed
+    assert lock[""]["dependencies"]["onnxruntime-web"] == pinned

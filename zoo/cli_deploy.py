@@ -119,8 +119,8 @@ def check_cmd(ctx: click.Context, run: Path, onnx_file: Path, samples: int, seed
               help="Port for --serve (0: any free port).")
 @click.option("--ort-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with onnxruntime-web's wasm files [default: $LAYERZOO_ORT_DIR, "
-                   "else node_modules/onnxruntime-web/dist of the checkout or of the current "
-                   "folder].")
+                   "else the wheel's copy (or node_modules/onnxruntime-web/dist of the "
+                   "checkout, for an editable install), else that of the current folder].")
 @click.pass_context
 def web_cmd(ctx: click.Context, onnx_file: Path | None, output: Path, serve: bool, port: int,
             ort_dir: Path | None) -> None:
