@@ -10,8 +10,18 @@ import warnings
 import numpy as np
 import pytest
 
+import zoo.sampling
 from zoo.errors import ArtifactError, DataError, SpecError
-from zoo.sampling import BatchDependent, keep_rows, sample, sample_text, uniforms
+from zoo.sampling import (
+    CHUNK,
+    STATE_BYTES,
+    BatchDependent,
+    keep_rows,
+    sample,
+    sample_text,
+    step_chunk,
+    uniforms,
+)
 
 VOCAB = tuple(".abcde")
 CONTEXT = 3
@@ -277,3 +287,53 @@ def test_keep_rows_copies_the_entries_so_far_of_the_kept_rows() -> None:
     assert kept_cache.shape == (6, 3, 3) and kept_hidden.shape == (3, 4)
     assert np.array_equal(kept_cache[:2], cache[:2, rows])  # entries 0 and 1, rows kept
     assert np.array_equal(kept_hidden, hidden[rows])
+
+
+class CountingStepper:
+    """A batch-dependent sequence model with one cache of ``floats`` floats a word (``length``
+    positions): it records the batch of every step; its logits favour ending after 3 ids."""
+
+    batch_dependent = True
+
+    def __init__(self, floats: int, length: int = 8) -> None:
+        self.length, self.width = length, floats // length
+        self.caches = [True]
+        self.batches: list[int] = []
+
+    def start(self, rows: int) -> list[np.ndarray]:
+        return [np.zeros((self.length, rows, self.width), np.float32)]
+
+    def step(self, ids, state, position):
+        self.batches.append(len(ids))
+        logits = np.zeros((len(ids), 3), np.float32)
+        logits[:, 0] = 10.0 if position >= 3 else -10.0
+        return logits, [state[0]]
+
+
+@pytest.mark.parametrize("floats", [8, 8192, 8 * 8192, 8 * 2**20])
+def test_a_sequence_models_chunk_holds_a_bounded_state(floats: int) -> None:
+    stepper = CountingStepper(floats)
+    rows = step_chunk(stepper)
+    assert rows >= 1 and CHUNK % rows == 0  # halvings of CHUNK: batches stay aligned
+    assert rows * floats * 4 <= STATE_BYTES or rows == 1
+    assert rows == CHUNK or 2 * rows * floats * 4 > STATE_BYTES  # the largest that fits
+    words = sample(stepper, vocab=[".", "a", "b"], context=8, n=rows + 3, seed=0)
+    assert len(words) == rows + 3
+    assert max(stepper.batches) == rows  # never a larger batch: the memory bound holds
+
+
+def test_a_large_state_gives_smaller_chunks_with_the_same_words(monkeypatch) -> None:
+    vocab = [".", "a", "b", "c"]
+
+    class Hashed(CountingStepper):
+        batch_dependent = False
+
+        def step(self, ids, state, position):
+            context = np.stack([ids, np.full_like(ids, position), ids], axis=1) % len(VOCAB)
+            logits = hashed_logits(context)  # (B, 6): a function of the last id and position
+            return logits[:, :4], [state[0]]
+
+    before = sample(Hashed(64), vocab=vocab, context=8, n=300, seed=3)
+    monkeypatch.setattr(zoo.sampling, "STATE_BYTES", 64 * 4 * 16)  # 16 words a chunk
+    assert step_chunk(Hashed(64)) == 16
+    assert sample(Hashed(64), vocab=vocab, context=8, n=300, seed=3) == before

@@ -21,10 +21,12 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from matrix import SAMPLING_REFUSED, assert_clean_error, snapshot
 
+import zoo.sampling
 from zoo import webpage as web
 from zoo.export.runtime import OnnxModel
 from zoo.export.web import (
@@ -124,6 +126,32 @@ def test_the_web_sampler_batches_words_as_zoo_sampling_does() -> None:
     assert out["CHUNK"] == CHUNK
     assert out["calls"] == [[CHUNK, "7"], [CHUNK, str(7 + CHUNK)], [5, str(7 + 2 * CHUNK)]]
     assert out["words"] == 2 * CHUNK + 5 and out["last"] == str(7 + 2 * CHUNK + 4)
+
+
+def test_the_web_sampler_batches_a_sequence_model_as_zoo_sampling_does() -> None:
+    """A sequence model's batches are CHUNK halved until the state fits STATE_BYTES, in both
+    samplers (an int8 step graph's words depend on its batches)."""
+    floats = [1, 64, 8192, 8193, 3 * 8192, 2**20, 2**26]
+    sampler = (Path(web.__file__).parent / "sampler.mjs").as_uri()
+    script = (f"import {{ STATE_BYTES, stepChunk }} from {json.dumps(sampler)};"
+              f"console.log(JSON.stringify({{ STATE_BYTES, rows: {json.dumps(floats)}"
+              ".map(stepChunk) }));")
+    done = subprocess.run([node(), "--input-type=module", "-e", script], capture_output=True,
+                          text=True, timeout=NODE_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["STATE_BYTES"] == zoo.sampling.STATE_BYTES
+
+    class Shaped:  # a stepper's start(1): one cache of that many floats a word
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def start(self, rows: int) -> list[np.ndarray]:
+            return [np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (self.n, rows),
+                                                    (0, 0))]
+
+    assert out["rows"] == [zoo.sampling.step_chunk(Shaped(n)) for n in floats]
+    assert out["rows"][0] == CHUNK and out["rows"][3] < out["rows"][2] and out["rows"][-1] == 1
 
 
 def test_node_words_are_index_stable(site) -> None:

@@ -9,7 +9,7 @@
 // sampler needs into model.json next to the model.
 
 import * as ort from "./ort.wasm.min.mjs";
-import { inChunks, sample, sampleSteps } from "./sampler.mjs";
+import { inChunks, sample, sampleSteps, stepChunk } from "./sampler.mjs";
 
 const IN_NODE = typeof process !== "undefined" && Boolean(process.versions?.node);
 
@@ -130,6 +130,9 @@ function stepModel(card, session) {
     const rest = (cache ? dims.slice(1) : dims);
     return { name, cache, rest, width: rest.reduce((a, b) => a * b, 1), length: dims[0] };
   });
+  // words per batch: the state of every position, as zoo.sampling.step_chunk counts it
+  const batchRows = stepChunk(layout.reduce((n, { cache, width, length }) =>
+    n + width * (cache ? length : 1), 0));
   const make = (rows) => layout.map(({ cache, width, length }) => ({
     rows, data: new Float32Array(rows * width * (cache ? length : 1)),
   }));
@@ -173,6 +176,6 @@ function stepModel(card, session) {
   return {
     card, vocab, context, stepper,
     sample: (options) => inChunks((batch) => sampleSteps(stepper, batch),
-      { vocab, context, ...options }),
+      { vocab, context, ...options }, batchRows),
   };
 }

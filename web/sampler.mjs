@@ -17,6 +17,16 @@ export const MAX_LENGTH = 2 ** 23; // characters of a word, as zoo.sampling's MA
 // words per batch, as zoo.sampling's CHUNK: an int8 file quantises its activations over a
 // batch, so the same words need the same batches
 export const CHUNK = 4096;
+// a sequence model's batch is CHUNK halved until its state fits this, as zoo.sampling's
+// STATE_BYTES: an int8 step graph's words depend on its batches
+export const STATE_BYTES = 64 * 2 ** 20;
+
+/** Words per batch for a sequence model whose state is ``floatsPerWord`` floats a word. */
+export function stepChunk(floatsPerWord) {
+  let rows = CHUNK;
+  while (rows > 1 && rows * floatsPerWord * 4 > STATE_BYTES) rows = Math.floor(rows / 2);
+  return rows;
+}
 
 /** Bad settings: the message names the setting and what it must be. */
 export class SettingsError extends Error {}
@@ -218,14 +228,15 @@ function nextBelow(x) {
 
 /**
  * ``sampleBatch(options)`` (``sample`` or ``sampleSteps`` over a model) run on the words of
- * ``options`` in batches of ``CHUNK``, as zoo.sampling makes them; the words, in order.
+ * ``options`` in batches of ``rows`` (``CHUNK``, or ``stepChunk`` for a sequence model), as
+ * zoo.sampling makes them; the words, in order.
  */
-export async function inChunks(sampleBatch, options) {
+export async function inChunks(sampleBatch, options, rows = CHUNK) {
   const o = settings(options); // bad settings are refused even for n = 0
   const words = [];
   let done = 0;
   do {
-    const n = Math.min(CHUNK, o.n - done);
+    const n = Math.min(rows, o.n - done);
     words.push(...await sampleBatch({ ...options, n, start: o.start + BigInt(done) }));
     done += n;
   } while (done < o.n);

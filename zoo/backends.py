@@ -40,5 +40,5 @@ def open_backend(source: Path, registry: Registry | None = None) -> Backend:
         return Backend(run.model.sampling_model(), tuple(run.vocab.chars), run.spec.context)
     from zoo.export.runtime import OnnxModel
 
-    model = OnnxModel.load(source)
+    model = OnnxModel.load(source, threads=1)  # the sampler's own setting: one session only
     return Backend(model.sampling_model(), tuple(model.vocab), model.context)
