@@ -23,6 +23,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from lanes import slow_but
 from matrix import SAMPLING_REFUSED, assert_clean_error, snapshot
 
 from zoo import webpage as web
@@ -75,7 +76,7 @@ def let_in(preset: str, allow_plugins) -> None:
         allow_plugins(PLUGIN_OF[preset])
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", slow_but(PRESETS, "mlp-bn"))
 def test_node_sampler_gives_zoo_sample_words(preset: str, site, cli, allow_plugins) -> None:
     let_in(preset, allow_plugins)
     folder = site(preset)
@@ -87,7 +88,7 @@ def test_node_sampler_gives_zoo_sample_words(preset: str, site, cli, allow_plugi
     assert all(w.startswith("ma") for w in node_words(folder, OPTIONS["prefix"]))
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", slow_but(PRESETS, "mlp-bn"))
 def test_node_sampler_gives_zoo_sample_words_int8(preset: str, site, cli,
                                                   allow_plugins) -> None:
     let_in(preset, allow_plugins)
