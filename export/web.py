@@ -61,7 +61,7 @@ ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-th
 PAGE_FILES = ("index.html", "page.mjs", "model.mjs", "sampler.mjs", "rng.mjs", "sample.mjs")
 MODEL_NAME, SIDECAR = "model.onnx", "model.json"
 SITE_FILES = (MODEL_NAME, SIDECAR, *PAGE_FILES, *ORT_FILES)  # everything a folder holds
-CHECKOUT_HINT = "run `npm ci` in the layerzoo checkout (make does it)"
+CHECKOUT_HINT = "run `npm ci` in the layerzoo checkout (make test does it)"
 INSTALL_HINT = (f"install onnxruntime-web {ORT_VERSION} with "
                 f"`npm install onnxruntime-web@{ORT_VERSION}` in the current folder")
 MIME = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh registry, plugin packages "installed" into a temp dir, the CLI."""
+"""Shared fixtures: a fresh registry, plugin packages "installed" into a temp dir, the CLI;
+and the Hypothesis profiles."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, settings
 
 from zoo.registry import ALLOW_ENV, STRICT_ENV, reset_registry
 
@@ -20,6 +22,16 @@ TESTS = Path(__file__).parent
 BROKEN = TESTS / "thirdparty" / "broken"
 EXTRA = TESTS / "thirdparty" / "extra"
 VENV_BIN = Path(sys.executable).parent
+
+# Hypothesis profiles: "ci", the default, is bounded and derandomized (the same examples on every
+# run, no example database); HYPOTHESIS_PROFILE=thorough tries 5,000 examples per property.
+settings.register_profile("ci", max_examples=120, deadline=None, derandomize=True,
+                          database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=5000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow,
+                                                 HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ def test_the_plugin_api_is_versioned():
 
 
 @pytest.mark.parametrize("package", COMPAT, ids=[p.name for p in COMPAT])
+@pytest.mark.slow  # the whole conformance kit on a frozen plugin
 def test_a_plugin_written_for_an_earlier_api_still_works(package, fake_install):
     (plugin,) = tomllib.loads((package / "pyproject.toml").read_text())["project"][
         "entry-points"]["layerzoo"]
@@ -96,6 +97,7 @@ def test_strict_check_layer_fails_a_skipped_check():
 # -- zoo new-plugin --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # runs the package's own tests and trains it
 def test_new_plugin_writes_a_package_that_installs_tests_and_trains(cli, tmp_path, fake_install):
     result = cli("new-plugin", "my_layers", "-o", str(tmp_path))
     assert result.exit_code == 0, result.output

@@ -17,7 +17,7 @@ from zoo import rundir
 from zoo.train import train
 
 # exact one-line messages: only the built-in plugins load, whatever else is installed
-pytestmark = pytest.mark.usefixtures("fresh_registry")
+pytestmark = [pytest.mark.usefixtures("fresh_registry"), pytest.mark.slow]  # kills processes
 
 RECIPE = ["--steps", "300", "--batch-size", "32", "--set", "train.eval_every=50"]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from lanes import slow_but
 from matrix import assert_clean_error, snapshot
 
 import zoo
@@ -45,7 +46,7 @@ def test_third_party_preset_is_among_the_exported(every_plugin: None) -> None:
     assert "extra-mlp" in get_registry().presets  # the Makefile pip-installs thirdparty/extra
 
 
-@pytest.mark.parametrize("preset", all_presets())
+@pytest.mark.parametrize("preset", slow_but(all_presets(), "mlp-bn"))
 def test_exported_file_carries_no_paths_or_source(preset: str, tmp_path: Path,
                                                   every_plugin: None) -> None:
     folder = tmp_path / "home" / "alice-secret-xyzzy" / "exports"

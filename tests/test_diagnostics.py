@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lanes import slow_but
 from matrix import assert_clean_error, snapshot
 from safetensors.torch import load_file
 
@@ -42,7 +43,7 @@ def diagnosed(path: Path, spec, overrides=None, **kw):
                  diagnose=True, **kw)
 
 
-@pytest.mark.parametrize("name", PATHOLOGIES)
+@pytest.mark.parametrize("name", slow_but(PATHOLOGIES, "tanh-after-gain-5"))
 def test_each_pathology_of_the_lecture_produces_its_finding(tmp_path, cli, name):
     layers, overrides, kind = PATHOLOGIES[name]
     run = diagnosed(tmp_path / name, layers, overrides).path
@@ -53,7 +54,7 @@ def test_each_pathology_of_the_lecture_produces_its_finding(tmp_path, cli, name)
     assert report["recorded_steps"][:2] == [1, 10]  # the first step, then every 200 // 20
 
 
-@pytest.mark.parametrize("preset", ["mlp-bn", "deep-bn"])
+@pytest.mark.parametrize("preset", slow_but(["mlp-bn", "deep-bn"], "mlp-bn"))
 def test_healthy_presets_produce_no_finding(tmp_path, cli, preset, tiny_words):
     run = train(preset, data=tiny_words, out=tmp_path / preset,
                 overrides={"steps": 300, "eval_every": 100}, progress=False,
@@ -90,6 +91,7 @@ def test_rows_hold_each_layer_and_weight_and_leave_the_weights_unchanged(tmp_pat
     assert meta["diagnose_every"] == 10
 
 
+@pytest.mark.slow  # two diagnosed runs
 def test_an_interrupted_then_resumed_run_has_the_rows_of_an_uninterrupted_one(tmp_path):
     layers = EMBED + [{"type": "linear", "out": 32}, "tanh", "linear"]
     full = diagnosed(tmp_path / "full", layers)

@@ -101,6 +101,7 @@ def one_and_two(spec: Path, words: Path, folder: Path, samples: str) -> tuple[An
     return one, meta, out
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_give_the_weights_of_one(tmp_path, tiny_words):
     spec = write_spec(tmp_path, "tiny", LAYERS, steps=50, eval_every=25)
     _, meta, out = one_and_two(spec, tiny_words, tmp_path, samples="2")
@@ -108,6 +109,7 @@ def test_torchrun_two_processes_give_the_weights_of_one(tmp_path, tiny_words):
     assert meta["status"] == "finished" and meta["step"] == 50
 
 
+@pytest.mark.slow
 def test_a_sequence_model_on_two_processes_gives_the_weights_of_one(tmp_path, tiny_words):
     """Each word is one example: the ranks' slices hold different numbers of characters, and
     the loss is still the mean per character of the whole batch."""
@@ -119,6 +121,7 @@ def test_a_sequence_model_on_two_processes_gives_the_weights_of_one(tmp_path, ti
     assert meta["kind"] == "sequence" and meta["step"] == 30 and meta["processes"] == 2
 
 
+@pytest.mark.slow
 def test_two_ranks_diagnosed_record_rank_0s_slice_and_train_as_without(tmp_path, tiny_words):
     from zoo.findings import DIAGNOSTICS, read_rows
 
@@ -163,6 +166,7 @@ def by_hand(rank: int, size: int, port: int, *args: str, join: str = "") -> subp
     return zoo(*args, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank,reason", [(0, "1 of 2 ranks joined"),
                                          (1, "rank 0 did not answer")])
 def test_a_rank_whose_peers_never_come_says_so_and_gives_up_naming_the_address(
@@ -183,6 +187,7 @@ def test_a_rank_whose_peers_never_come_says_so_and_gives_up_naming_the_address(
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
+@pytest.mark.slow
 def test_ranks_started_by_hand_join_and_train_as_under_torchrun(tmp_path, tiny_words):
     spec = write_spec(tmp_path, "s", LAYERS, steps=40, eval_every=20)
     port = free_port()
@@ -213,6 +218,7 @@ def test_a_bad_rendezvous_setting_is_one_line(tmp_path, cli, env, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_rank_and_resume_equals_an_uninterrupted_run(tmp_path, tiny_words):
     # BatchNorm on CPU: per-rank statistics, still deterministic for a given --nproc
     spec = write_spec(tmp_path, "bn", BN_LAYERS, steps=400, eval_every=20)
@@ -255,6 +261,7 @@ def _pid_of_rank(tag: str, rank: int) -> int:
     raise AssertionError(f"no process of rank {rank}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds ranks via /proc")
 def test_a_dying_rank_ends_the_others_with_one_line_and_an_intact_run(tmp_path, tiny_words):
     spec = write_spec(tmp_path, "tiny", LAYERS, steps=100_000, eval_every=20)
@@ -326,6 +333,7 @@ def test_resume_with_another_process_count_is_refused(tmp_path, tiny_words, cli)
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_bad_input_the_ranks_find_is_reported_once(tmp_path, tiny_words):
     spec = write_spec(tmp_path, "tiny", LAYERS, steps=10, eval_every=5)
     run = tmp_path / "run"

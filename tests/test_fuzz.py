@@ -6,7 +6,8 @@ and typos of them, right and wrong keys and values, nested repeat blocks). A mod
 must also run: int64 [B, T] -> logits [B, V]. The sampler side fuzzes every argument of
 ``zoo.sampling.sample``, over a numpy model and over an onnxruntime model.
 
-Profiles: "ci" (default; bounded, derandomized) and "thorough" (HYPOTHESIS_PROFILE=thorough).
+The Hypothesis profiles live in conftest.py: "ci" (default; bounded, derandomized) and
+"thorough" (HYPOTHESIS_PROFILE=thorough).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import string
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import zoo.build
@@ -34,23 +35,16 @@ from zoo.registry import Registry
 from zoo.sampling import sample
 from zoo.spec import Spec, expand, read_spec_file
 
-settings.register_profile("ci", max_examples=120, deadline=None, derandomize=True,
-                          database=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("thorough", max_examples=5000, deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow,
-                                                 HealthCheck.data_too_large])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
 MAX_PARAMS = 300_000  # the fuzzed models stay small and quick; larger ones must be refused
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _small_models():
-    saved = zoo.build.MAX_PARAMS
-    zoo.build.MAX_PARAMS = MAX_PARAMS
-    yield
-    zoo.build.MAX_PARAMS = saved
+def _small_models() -> Iterator[None]:
+    # module scope: hypothesis runs many examples per test, so no function-scoped monkeypatch
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zoo.build, "MAX_PARAMS", MAX_PARAMS)
+        patch.delenv(zoo.build.MAX_PARAMS_ENV, raising=False)  # it would override the limit
+        yield
 
 
 @functools.cache

@@ -123,7 +123,7 @@ def test_finished_words_leave_the_batch() -> None:
     assert sum(len(w) >= len(sizes) for w in words) == 0
 
 
-def test_words_with_one_prefix_are_computed_once_and_drawn_as_before() -> None:
+def test_words_with_one_prefix_are_computed_once_and_are_the_ungrouped_words() -> None:
     calls: list[np.ndarray] = []
 
     def recording(x: np.ndarray) -> np.ndarray:

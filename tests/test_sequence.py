@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lanes import slow_but
 from matrix import assert_clean_error, snapshot
 
 from zoo.build import build_model, model_kind
@@ -97,7 +98,8 @@ def test_makemore_presets_have_makemore_parameter_counts(preset: str, count: int
     assert model.num_parameters() == count
 
 
-@pytest.mark.parametrize("preset", SEQUENCE)
+@pytest.mark.parametrize("preset", slow_but(SEQUENCE, "makemore-rnn", "makemore-gru",
+                                             "makemore-bow"))
 def test_stepping_gives_the_full_forward_at_every_position(preset: str) -> None:
     torch.manual_seed(1)
     model = build_model(preset, 27).eval()

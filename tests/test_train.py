@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from lanes import slow_but
 from safetensors.torch import load_file
 
 import zoo.train
@@ -56,8 +57,9 @@ def test_same_seed_same_losses_and_weights_bit_for_bit(tmp_path):
     assert c.metrics != a.metrics
 
 
-@pytest.mark.parametrize("spec,stop", [("mlp-bn", 25), ("wavenet", 40), ("makemore-gru", 25),
-                                       ("seq-transformer", 30)])
+@pytest.mark.parametrize("spec,stop", slow_but([("mlp-bn", 25), ("wavenet", 40),
+                                                ("makemore-gru", 25), ("seq-transformer", 30)],
+                                               ("mlp-bn", 25)))
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, spec, stop):
     # dropout draws from torch's global RNG: include it so its state is part of the proof
     overrides = {**FAST, "optimizer": "adamw"}
@@ -257,6 +259,7 @@ def test_summary_of_a_run_directory(tmp_path):
     assert result.exit_code == 0 and "12,097" in result.output
 
 
+@pytest.mark.slow  # a training process, signalled
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     out = tmp_path / "run"

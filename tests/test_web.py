@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from lanes import slow_but
 from matrix import SAMPLING_REFUSED, assert_clean_error, snapshot
 
 import zoo.sampling
@@ -85,7 +86,7 @@ def let_in(preset: str, allow_plugins) -> None:
         allow_plugins(PLUGIN_OF[preset])
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", slow_but(PRESETS, "mlp-bn"))
 def test_node_sampler_gives_zoo_sample_words(preset: str, site, cli, allow_plugins) -> None:
     let_in(preset, allow_plugins)
     folder = site(preset)
@@ -97,7 +98,7 @@ def test_node_sampler_gives_zoo_sample_words(preset: str, site, cli, allow_plugi
     assert all(w.startswith("ma") for w in node_words(folder, OPTIONS["prefix"]))
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", slow_but(PRESETS, "mlp-bn"))
 def test_node_sampler_gives_zoo_sample_words_int8(preset: str, site, cli,
                                                   allow_plugins) -> None:
     let_in(preset, allow_plugins)

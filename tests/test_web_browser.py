@@ -21,6 +21,7 @@ import pytest
 from zoo.export.web import server
 
 pytest_plugins = ["websites"]  # the `site` fixture
+pytestmark = pytest.mark.slow  # a browser: seconds to start, tens to load the wasm
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # the flags that run Chromium here: root, no GPU, and no background connections to Google,
 # which this machine's closed network would refuse again and again

@@ -9,7 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { loadModel } from "./model.mjs";
-import { CHUNK, SettingsError } from "./sampler.mjs";
+import { CHUNK, DEFAULTS, SettingsError } from "./sampler.mjs";
 
 const USAGE = "usage: node sample.mjs [-n N] [--seed S] [--temperature T] [--top-k K] "
   + "[--prefix P] [--max-length L] [--start K]";
@@ -36,7 +36,7 @@ function integer(name, text, min = 0) {
 }
 
 function bigInteger(name, text) {
-  if (text === undefined) return 0n;
+  if (text === undefined) return undefined;
   if (!WHOLE.test(text) || BigInt(text) < 0n) {
     fail(`--${name}: expected a whole number >= 0, got ${JSON.stringify(text)}`);
   }
@@ -83,13 +83,14 @@ function parse(argv) {
     fail(`--temperature: expected a decimal number, got ${JSON.stringify(values.temperature)}`);
   }
   return {
-    n: integer("n", values.n) ?? 20,
-    seed: bigInteger("seed", values.seed),
-    temperature: values.temperature === undefined ? 1.0 : Number(values.temperature),
-    topK: integer("top-k", values["top-k"], 1) ?? null,
-    prefix: values.prefix ?? "",
-    maxLength: integer("max-length", values["max-length"], 1) ?? 64,
-    start: bigInteger("start", values.start),
+    n: integer("n", values.n) ?? DEFAULTS.n,
+    seed: bigInteger("seed", values.seed) ?? DEFAULTS.seed,
+    temperature: values.temperature === undefined ? DEFAULTS.temperature
+      : Number(values.temperature),
+    topK: integer("top-k", values["top-k"], 1) ?? DEFAULTS.topK,
+    prefix: values.prefix ?? DEFAULTS.prefix,
+    maxLength: integer("max-length", values["max-length"], 1) ?? DEFAULTS.maxLength,
+    start: bigInteger("start", values.start) ?? DEFAULTS.start,
   };
 }
 

@@ -28,21 +28,33 @@ export function stepChunk(floatsPerWord) {
   return rows;
 }
 
+// the settings a caller leaves out, as `zoo sample` and zoo.sampling.sample take them
+// (tests/known_answers.json holds both to one table)
+export const DEFAULTS = Object.freeze({
+  n: 20, seed: 0n, start: 0n, temperature: 1.0, topK: null, prefix: "", maxLength: 64,
+});
+
 /** Bad settings: the message names the setting and what it must be. */
 export class SettingsError extends Error {}
+
+/** Whether ``vocab`` is '.' followed by distinct single characters (zoo.data.Vocab's rule). */
+function isVocab(vocab) {
+  return Array.isArray(vocab) && vocab.length >= 2 && vocab[0] === "."
+    && vocab.every((c) => typeof c === "string" && [...c].length === 1)
+    && new Set(vocab).size === vocab.length;
+}
 
 /** Check and normalise the settings; throws SettingsError naming every problem at once. */
 export function settings(options) {
   const vocab = options.vocab;
-  const o = {
-    vocab, context: options.context, n: options.n ?? 20, seed: options.seed ?? 0n,
-    temperature: options.temperature ?? 1.0, topK: options.topK ?? null,
-    prefix: options.prefix ?? "", maxLength: options.maxLength ?? 64, start: options.start ?? 0n,
-  };
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  const o = { ...DEFAULTS, ...given };
   const problems = [];
   const isCount = (v) => Number.isSafeInteger(v) && v >= 0;
-  if (!Array.isArray(vocab) || vocab.length < 2 || vocab[0] !== ".") {
-    problems.push("vocab must be '.' followed by distinct single characters");
+  if (!isVocab(vocab)) {
+    const shown = Array.isArray(vocab) ? vocab.map(String).join("") : String(vocab);
+    problems.push("vocab must be '.' followed by distinct single characters, got "
+      + JSON.stringify(shown.slice(0, 40)));
   }
   if (!Number.isSafeInteger(o.context) || o.context < 1) {
     problems.push(`context must be an integer >= 1, got ${o.context}`);
@@ -59,18 +71,20 @@ export function settings(options) {
   }
   if (typeof o.temperature !== "number" || !Number.isFinite(o.temperature)
       || o.temperature <= 0) {
-    problems.push(`temperature must be a number > 0, got ${o.temperature}`);
+    problems.push(`temperature must be a number > 0 and finite, got ${o.temperature}`);
   }
   if (o.topK !== null && (!Number.isSafeInteger(o.topK) || o.topK < 1)) {
     problems.push(`top-k must be an integer >= 1, got ${o.topK}`);
   }
+  const isText = typeof o.prefix === "string";
+  if (!isText) problems.push(`prefix must be a string, got ${JSON.stringify(o.prefix)}`);
   if (!Number.isSafeInteger(o.maxLength) || o.maxLength < 1 || o.maxLength > MAX_LENGTH) {
     problems.push(`max-length must be an integer >= 1 and <= ${MAX_LENGTH.toLocaleString("en")}`
       + `, got ${o.maxLength}`);
-  } else if ([...o.prefix].length > o.maxLength) {
+  } else if (isText && [...o.prefix].length > o.maxLength) {
     problems.push(`prefix ${JSON.stringify(o.prefix)} is longer than max-length ${o.maxLength}`);
   }
-  if (Array.isArray(vocab)) {
+  if (Array.isArray(vocab) && isText) {
     const unknown = [...o.prefix].filter((c) => c === "." || !vocab.includes(c));
     if (unknown.length) {
       const chars = [...new Set(unknown)].sort().map((c) => JSON.stringify(c)).join(", ");
