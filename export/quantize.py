@@ -31,7 +31,8 @@ from zoo.export.runtime import OnnxModel
 
 __all__ = ["quantize_onnx", "PER_CHANNEL"]
 
-PER_CHANNEL = True  # one scale per output column: lower loss drift, same speed (docs/benchmarks.md, int8 vs fp32)
+# one scale per output column: lower loss drift, same speed (docs/benchmarks.md, int8 vs fp32)
+PER_CHANNEL = True
 
 
 def quantize_onnx(src: Path, dst: Path) -> Path:

@@ -185,7 +185,8 @@ class OnnxModel:
         """What ``zoo.sampling.sample`` takes for this file: ``logits`` (format 1) or a stepper
         (format 2), of this file opened with one intra-op thread: the sampler grows
         ``zoo.sampling.WORKERS`` chunks at once, one per core, and a pool of threads in every
-        call would make them contend for the same cores (1.2-1.3x fewer chars/s, docs/benchmarks.md)."""
+        call would make them contend for the same cores (1.2-1.3x fewer chars/s,
+        docs/benchmarks.md)."""
         if self.threads == 1:
             model = self
         else:
