@@ -25,7 +25,7 @@ class Affine(nn.Linear):
     a cell's weight gradient is a sum over the whole batch at every position."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return kernels.linear(x, self.weight, self.bias)
+        return kernels.linear(x, self.weight, self.bias, training=self.training)
 
 
 class RNNCell(nn.Module):

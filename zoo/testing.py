@@ -204,8 +204,9 @@ def check_layer(layer: LayerType | str, *, params: dict[str, Any] | None = None,
     if differs is None:
         report.passed.append("threads")
     else:  # correct, but slower where cores are free: zoo train keeps it on one thread
-        reason = (f"{differs}: `zoo train` keeps a model with this layer on one thread; run "
-                  "the kernel that splits its reduction on one thread (README: Threads)")
+        reason = (f"{differs}: `zoo train` keeps a model with this layer on one thread; wrap "
+                  "its module with zoo.kernels.thread_stable (docs/plugins.md#thread-stable-"
+                  "kernels)")
         report.skipped["threads"] = reason
         warnings.warn(f"check_layer({layer.name!r}): {reason}", ConformanceWarning,
                       stacklevel=2)

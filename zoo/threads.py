@@ -16,7 +16,7 @@ idle cores for them (/proc/loadavg): such a trial cannot win and costs a slow st
 
 This changes no result: ``zoo train`` checks first that one step's loss and gradients are the
 same bits on every count of the ladder (``same_bits_on_every_count``; the built-in layers run
-their thread-splitting kernels on one thread). A model that fails the
+their thread-splitting kernels on one thread, through zoo.kernels). A model that fails the
 check (a plugin layer whose kernel splits a reduction across threads) keeps one thread, and
 the run says so. Reproducibility therefore never depends on the machine's load.
 
