@@ -289,6 +289,22 @@ def test_keep_rows_copies_the_entries_so_far_of_the_kept_rows() -> None:
     assert np.array_equal(kept_hidden, hidden[rows])
 
 
+def test_state_copies_alternate_between_two_reused_buffers_and_never_overwrite_their_source(
+) -> None:
+    rng = np.random.default_rng(2)
+    cache = rng.normal(size=(6, 5, 3)).astype(np.float32)  # (T, B, C)
+    buffers = zoo.sampling._Buffers()
+    first = keep_rows([cache], np.array([0, 2, 4]), [True], 4, buffers)[0]
+    expected = cache[:4, [0, 2, 4]].copy()
+    second = keep_rows([first], np.array([2, 0]), [True], 4, buffers)[0]
+    assert np.array_equal(first[:4], expected)  # the source was not written
+    assert np.array_equal(second[:4], expected[:, [2, 0]])
+    assert not np.may_share_memory(first, second)
+    third = keep_rows([second], np.array([1]), [True], 4, buffers)[0]
+    assert np.may_share_memory(third, first)  # first's buffer again: second is the source
+    assert np.array_equal(third[:4], expected[:, [0]]) and third.flags.c_contiguous
+
+
 class CountingStepper:
     """A batch-dependent sequence model with one cache of ``floats`` floats a word (``length``
     positions): it records the batch of every step; its logits favour ending after 3 ids."""

@@ -53,6 +53,7 @@ grouped.
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -121,25 +122,54 @@ def write_entries(state: list[np.ndarray], updates: list[np.ndarray], caches: Se
 
 
 def keep_rows(state: list[np.ndarray], rows: np.ndarray, caches: Sequence[bool],
-              position: int) -> list[np.ndarray]:
+              position: int, buffers: _Buffers | None = None) -> list[np.ndarray]:
     """The state of the batch rows ``rows`` only, before ``position`` (the batch axis is 1 in a
     cache, else 0). Only a cache's entries so far are copied: the later ones are written before
-    any step reads them."""
+    any step reads them. ``buffers`` gives the memory of each cache's copy (fresh arrays
+    without it)."""
     out = []
-    for a, cache in zip(state, caches, strict=True):
+    for i, (a, cache) in enumerate(zip(state, caches, strict=True)):
         if not cache:
             out.append(a[rows])
             continue
-        kept = np.empty((a.shape[0], len(rows), *a.shape[2:]), a.dtype)  # (T, R, ...)
+        shape = (a.shape[0], len(rows), *a.shape[2:])  # (T, R, ...)
+        kept = (np.empty(shape, a.dtype) if buffers is None
+                else buffers.take(i, shape, a.dtype, a))
         # entry by entry: a take of whole rows from a 2-D (B, C) array is a plain gather,
         # 1.5-2x faster than one take along the middle axis of (P, B, C)
         inner = math.prod(a.shape[2:])
         source = a.reshape(a.shape[0], a.shape[1], inner)
-        target = kept.reshape(kept.shape[0], len(rows), inner)
+        target = kept.reshape(shape[0], len(rows), inner)
         for t in range(position):
             np.take(source[t], rows, axis=0, out=target[t])
         out.append(kept)
     return out
+
+
+class _Buffers:
+    """Two flat buffers per cache, kept by a sampling thread for all the chunks it grows: a
+    copy of the state goes into the one the state it copies does not use. Fresh memory for
+    every copy costs a page fault per 4 KiB written: for 200,000 words of seq-transformer,
+    210,000-360,000 faults and 2.1-4.0 s of system time against 50,000 and 0.4 s reused,
+    1.3-1.5x the wall time."""
+
+    def __init__(self) -> None:
+        self.pairs: dict[int, list[np.ndarray | None]] = {}
+
+    def take(self, index: int, shape: tuple[int, ...], dtype: np.dtype,
+             source: np.ndarray) -> np.ndarray:
+        size = math.prod(shape)
+        pair = self.pairs.setdefault(index, [None, None])
+        for j, buffer in enumerate(pair):
+            if buffer is not None and np.may_share_memory(buffer, source):
+                continue  # the state being copied lives there
+            if buffer is None or buffer.size < size or buffer.dtype != dtype:
+                buffer = pair[j] = np.empty(size, dtype)
+            return buffer[:size].reshape(shape)
+        return np.empty(shape, dtype)
+
+
+_LOCAL = threading.local()  # each sampling thread's _Buffers
 
 
 def sample(logits_fn: LogitsFn | Stepper, *, vocab: Sequence[str], context: int, n: int,
@@ -371,6 +401,9 @@ def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int,
     grown = np.zeros((rows, steps), np.int64)  # (R, S) drawn ids, 0 once a word ended
     width = 1 if share else rows  # every word's prefix is the same: one state row if grouped
     state = stepper.start(width)
+    buffers = getattr(_LOCAL, "buffers", None)
+    if buffers is None:
+        buffers = _LOCAL.buffers = _Buffers()
     ids = np.zeros(width, np.int64)  # position 0 takes '.'
     for position, given in enumerate(begin):  # the prefix: fed, not drawn
         state = stepper.step(ids, state, position)[1]
@@ -389,7 +422,8 @@ def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int,
             words = words[going]
             grouped = groups.split(going, nxt[going])
             if len(words):  # the state of each new group, or of each word when grouping ends
-                state = keep_rows(state, groups.parent, stepper.caches, len(begin) + drawn)
+                state = keep_rows(state, groups.parent, stepper.caches, len(begin) + drawn,
+                                  buffers)
             ids = groups.last if grouped else nxt[going]
             if not grouped:
                 break
@@ -409,7 +443,7 @@ def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int,
         if growing.sum() * 2 < len(batch):
             keep = np.flatnonzero(growing)
             batch, ids, growing = batch[keep], ids[keep], growing[keep]
-            state = keep_rows(state, keep, stepper.caches, len(begin) + drawn)
+            state = keep_rows(state, keep, stepper.caches, len(begin) + drawn, buffers)
     return grown[:, :drawn]
 
 
