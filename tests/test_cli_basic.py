@@ -192,3 +192,12 @@ def test_debug_shows_the_traceback(zoo_subprocess) -> None:
 def test_version(cli) -> None:
     result = cli("--version")
     assert result.exit_code == 0 and VERSION in result.stdout
+
+
+def test_train_help_names_the_default_preset_the_library_uses(cli) -> None:
+    from zoo.spec import DEFAULT_PRESET
+
+    result = cli("train", "--help")
+    assert result.exit_code == 0, result.output
+    assert f"default {DEFAULT_PRESET})" in " ".join(result.output.split())
+    assert DEFAULT_PRESET in get_registry().presets
