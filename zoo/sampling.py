@@ -264,22 +264,21 @@ def _chunks(logits_fn: LogitsFn | Stepper, chars: tuple[str, ...], context: int,
     numpy. At most ``WORKERS + 1`` chunks are held, whatever ``n``.
     """
     begin = Vocab(chars).encode(prefix, what="prefix")
-    if _is_stepper(logits_fn) and len(begin) >= context:
+    stepped = _is_stepper(logits_fn)
+    if stepped and len(begin) >= context:
         raise SpecError(f"prefix {prefix[:40]!r} has {len(begin)} characters, but this sequence "
                         f"model holds words of at most {context} (its context), so a prefix "
                         f"may have at most {context - 1}", "sampling")
     k = len(chars) if top_k is None else min(top_k, len(chars))
-    width = context + len(begin) + max_length - len(begin)
-    rows_per_chunk = max(1, min(CHUNK, MAX_IDS // width))
-    if _is_stepper(logits_fn):
-        rows_per_chunk = step_chunk(logits_fn)
+    width = context + max_length  # a window model's ids per word: padding, prefix, drawn
+    rows_per_chunk = step_chunk(logits_fn) if stepped else max(1, min(CHUNK, MAX_IDS // width))
     starts = iter(range(0, n, rows_per_chunk))
     share = SHARED > 0 and not getattr(logits_fn, "batch_dependent", False)
 
     def grow(lo: int) -> np.ndarray:
         rows = min(rows_per_chunk, n - lo)
         index = np.uint64(start + lo) + np.arange(rows, dtype=np.uint64)  # (R,) word indices
-        grower = _grow_steps if _is_stepper(logits_fn) else _grow
+        grower = _grow_steps if stepped else _grow
         return grower(logits_fn, _keys(seed, index), begin, len(chars), context, max_length,
                       temperature, k, share)
 
@@ -296,7 +295,7 @@ def step_chunk(stepper: Stepper) -> int:
     """Words per chunk for a sequence model: ``CHUNK`` halved until the state of that many
     words, every position, is at most ``STATE_BYTES`` (at least 1). Halving keeps each chunk's
     first word a multiple of it within ``CHUNK``-word batches, as the web sampler makes them."""
-    per_word = sum(int(np.prod(a.shape)) * 4 for a in stepper.start(1))  # fp32 bytes
+    per_word = sum(a.size * 4 for a in stepper.start(1))  # fp32 bytes
     rows = CHUNK
     while rows > 1 and rows * per_word > STATE_BYTES:
         rows //= 2
@@ -401,9 +400,7 @@ def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int,
     grown = np.zeros((rows, steps), np.int64)  # (R, S) drawn ids, 0 once a word ended
     width = 1 if share else rows  # every word's prefix is the same: one state row if grouped
     state = stepper.start(width)
-    buffers = getattr(_LOCAL, "buffers", None)
-    if buffers is None:
-        buffers = _LOCAL.buffers = _Buffers()
+    buffers = _LOCAL.__dict__.setdefault("buffers", _Buffers())  # this thread's, kept
     ids = np.zeros(width, np.int64)  # position 0 takes '.'
     for position, given in enumerate(begin):  # the prefix: fed, not drawn
         state = stepper.step(ids, state, position)[1]
