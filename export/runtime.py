@@ -33,7 +33,8 @@ from zoo.export.contract import (
     read_metadata,
 )
 from zoo.export.protobuf import external_tensors, graph_ops
-from zoo.sampling import BatchDependent, entries_so_far, sample
+from zoo.sampling import BatchDependent, sample
+from zoo.stepstate import entries_so_far
 
 __all__ = ["OnnxModel", "QUANTIZED_OPS"]
 

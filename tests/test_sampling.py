@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import zoo.sampling
+import zoo.stepstate
 from zoo.errors import ArtifactError, DataError, SpecError
 from zoo.sampling import (
     CHUNK,
@@ -195,7 +196,7 @@ def test_sampling_never_imports_torch() -> None:
 # -- index-stable random numbers ---------------------------------------------------------------
 
 def reference_u(seed: int, i: int, step: int) -> float:
-    """The generator of zoo/sampling.py's docstring in plain Python integers (mod 2**64)."""
+    """The generator of zoo/draw.py's docstring in plain Python integers (mod 2**64)."""
     mask, golden = (1 << 64) - 1, 0x9E3779B97F4A7C15
 
     def mix64(z: int) -> int:
@@ -293,7 +294,7 @@ def test_state_copies_alternate_between_two_reused_buffers_and_never_overwrite_t
 ) -> None:
     rng = np.random.default_rng(2)
     cache = rng.normal(size=(6, 5, 3)).astype(np.float32)  # (T, B, C)
-    buffers = zoo.sampling._Buffers()
+    buffers = zoo.stepstate.Buffers()
     first = keep_rows([cache], np.array([0, 2, 4]), [True], 4, buffers)[0]
     expected = cache[:4, [0, 2, 4]].copy()
     second = keep_rows([first], np.array([2, 0]), [True], 4, buffers)[0]

@@ -1,6 +1,6 @@
 // The sampler's random numbers: a counter-based SplitMix64-style hash of (seed, word, step).
 //
-// A port of zoo/sampling.py's generator, bit for bit: every value is an unsigned 64-bit
+// A port of zoo/draw.py's generator, bit for bit: every value is an unsigned 64-bit
 // integer (BigInt wrapped with BigInt.asUintN(64, ...)), so word i of a seed is the same
 // here, in numpy, and whatever the batch or the order in which words are drawn.
 //

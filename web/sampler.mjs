@@ -1,7 +1,7 @@
 // The sampler: words from any function that maps contexts to next-character logits.
 //
-// A port of zoo/sampling.py (same generator, same float64 inverse CDF, same top-k tie rule),
-// so the same model and settings give the same words here as `zoo sample`:
+// A port of zoo/sampling.py and zoo/draw.py (same generator, same float64 inverse CDF, same
+// top-k tie rule), so the same model and settings give the same words here as `zoo sample`:
 //
 //     import { sample } from "./sampler.mjs";
 //     const words = await sample(logitsFn, { vocab, context: 3, n: 20, seed: 0n });

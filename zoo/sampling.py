@@ -7,30 +7,9 @@
 
 numpy only (no torch), so the onnxruntime side can use it.
 
-Index-stable random numbers
----------------------------
-Word ``i`` (``i = start + position``) of seed ``s`` depends only on (s, i, the settings, the
-logits): not on ``n``, on how words are batched, or on the backend. So ``-n 5`` is a prefix of
-``-n 10``, ``start=5, n=5`` gives words 5..9, and a service can split a request anywhere. The
-uniform for word ``i`` at step ``t`` (0-based count of characters drawn for it so far, the
-prefix not counted) is a counter-based hash, SplitMix64's finaliser, in uint64 arithmetic
-modulo 2**64 (numpy uint64 here; JavaScript BigInt with ``BigInt.asUintN(64, ...)`` in the web
-sampler, which must stay identical)::
-
-    GOLDEN = 0x9E3779B97F4A7C15
-    mix64(z): z ^= z >> 30; z *= 0xBF58476D1CE4E5B9; z ^= z >> 27; z *= 0x94D049BB133111EB;
-              z ^= z >> 31
-    key(s, i)  = mix64(mix64(s + GOLDEN) ^ i)                  # s in [0, 2**64)
-    u(s, i, t) = (mix64(key(s, i) + (t + 1) * GOLDEN) >> 11) * 2**-53     # float64 in [0, 1)
-
-Choosing the next id from one row of float32 logits (V values), in float64::
-
-    z = float64(logits)
-    if top_k < V: z[z < (k-th largest of z)] = -inf          # ties at the k-th value stay in
-    z = (z - max(z)) / temperature     # subtract first: any finite temperature > 0 works
-    p = exp(z); cdf = running sum in index order; total = cdf[V-1]
-    target = min(u * total, nextafter(total, 0))
-    next id = number of indices j with cdf[j] <= target
+The random numbers and the rule that turns logits into the next id are zoo.draw's: word
+``i`` of seed ``s`` depends only on (s, i, the settings, the logits), not on ``n``, on how
+words are batched, or on the backend.
 
 A window model's word starts as T '.' ids and the prefix ids, and ends when id 0 ('.') is
 drawn or at ``max_length`` characters (prefix included). A sequence model (a ``Stepper``) is
@@ -53,18 +32,18 @@ grouped.
 from __future__ import annotations
 
 import math
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
-from typing import Protocol
 
 import numpy as np
 
 from zoo.data import BOUNDARY, Vocab  # '.' (vocab[0]) ends a word and pads contexts
+from zoo.draw import choose, keyed_uniforms, pick, uniforms, word_keys
 from zoo.errors import ArtifactError, SpecError
 from zoo.recipe import MAX_SEED
+from zoo.stepstate import Stepper, entries_so_far, keep_rows, thread_buffers, write_entries
 
 __all__ = ["sample", "sample_text", "uniforms", "pick", "step_chunk", "entries_so_far",
            "write_entries", "keep_rows", "LogitsFn", "Stepper", "BatchDependent", "BOUNDARY"]
@@ -79,97 +58,9 @@ MAX_IDS = 1 << 24  # ids held per chunk (128 MiB of int64): shrinks the chunk fo
 MAX_LENGTH = MAX_IDS // 2  # a longer word would not fit a chunk of one row
 SHARED = 0.75  # words are grouped by prefix while groups are at most this share of them (0: never)
 MAX_LIST = 10_000_000  # words ``sample`` returns as one list; ``sample_text`` streams any n
-_MASK = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 """int64 contexts [B, T] -> float logits [B, V]."""
-
-
-class Stepper(Protocol):
-    """A sequence model run one position at a time (numpy in, numpy out)."""
-
-    caches: Sequence[bool]  # per state tensor: a cache [T, B, ...] (time first), or [B, ...]
-    # optional ``batch_dependent``: True if a row's outputs depend on the others (never grouped)
-
-    def start(self, rows: int) -> list[np.ndarray]:
-        """The state before position 0 for ``rows`` sequences: zero arrays."""
-
-    def step(self, ids: np.ndarray, state: list[np.ndarray],
-             position: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        """ids int64 [A] at ``position`` and the state -> logits [A, V] and the state for the
-        next position (a cache of ``state`` may be written in place: use only the new one)."""
-
-
-def entries_so_far(state: list[np.ndarray], caches: Sequence[bool],
-                   position: int) -> list[np.ndarray]:
-    """The state as a step takes it: each cache cut to its entries before ``position`` (a
-    view: caches are time first, so the cut is contiguous)."""
-    return [a[:position] if cache else a for a, cache in zip(state, caches, strict=True)]
-
-
-def write_entries(state: list[np.ndarray], updates: list[np.ndarray], caches: Sequence[bool],
-                  position: int) -> list[np.ndarray]:
-    """The state after a step: each update replaces its tensor, or, for a cache, is its entry
-    ``position``, written in place (nothing else is copied)."""
-    out = []
-    for old, new, cache in zip(state, updates, caches, strict=True):
-        if cache:
-            old[position] = new  # (B, ...) into (T, B, ...)
-            new = old
-        out.append(new)
-    return out
-
-
-def keep_rows(state: list[np.ndarray], rows: np.ndarray, caches: Sequence[bool],
-              position: int, buffers: _Buffers | None = None) -> list[np.ndarray]:
-    """The state of the batch rows ``rows`` only, before ``position`` (the batch axis is 1 in a
-    cache, else 0). Only a cache's entries so far are copied: the later ones are written before
-    any step reads them. ``buffers`` gives the memory of each cache's copy (fresh arrays
-    without it)."""
-    out = []
-    for i, (a, cache) in enumerate(zip(state, caches, strict=True)):
-        if not cache:
-            out.append(a[rows])
-            continue
-        shape = (a.shape[0], len(rows), *a.shape[2:])  # (T, R, ...)
-        kept = (np.empty(shape, a.dtype) if buffers is None
-                else buffers.take(i, shape, a.dtype, a))
-        # entry by entry: a take of whole rows from a 2-D (B, C) array is a plain gather,
-        # 1.5-2x faster than one take along the middle axis of (P, B, C)
-        inner = math.prod(a.shape[2:])
-        source = a.reshape(a.shape[0], a.shape[1], inner)
-        target = kept.reshape(shape[0], len(rows), inner)
-        for t in range(position):
-            np.take(source[t], rows, axis=0, out=target[t])
-        out.append(kept)
-    return out
-
-
-class _Buffers:
-    """Two flat buffers per cache, kept by a sampling thread for all the chunks it grows: a
-    copy of the state goes into the one the state it copies does not use. Fresh memory for
-    every copy costs a page fault per 4 KiB written: for 200,000 words of seq-transformer,
-    210,000-360,000 faults and 2.1-4.0 s of system time against 50,000 and 0.4 s reused,
-    1.3-1.5x the wall time."""
-
-    def __init__(self) -> None:
-        self.pairs: dict[int, list[np.ndarray | None]] = {}
-
-    def take(self, index: int, shape: tuple[int, ...], dtype: np.dtype,
-             source: np.ndarray) -> np.ndarray:
-        size = math.prod(shape)
-        pair = self.pairs.setdefault(index, [None, None])
-        for j, buffer in enumerate(pair):
-            if buffer is not None and np.may_share_memory(buffer, source):
-                continue  # the state being copied lives there
-            if buffer is None or buffer.size < size or buffer.dtype != dtype:
-                buffer = pair[j] = np.empty(size, dtype)
-            return buffer[:size].reshape(shape)
-        return np.empty(shape, dtype)
-
-
-_LOCAL = threading.local()  # each sampling thread's _Buffers
 
 
 def sample(logits_fn: LogitsFn | Stepper, *, vocab: Sequence[str], context: int, n: int,
@@ -218,41 +109,6 @@ def sample_text(logits_fn: LogitsFn | Stepper, *, vocab: Sequence[str], context:
         yield points[full[keep]].tobytes().decode("utf-32-le")
 
 
-def uniforms(seed: int, index: np.ndarray, step: int) -> np.ndarray:
-    """u(seed, i, step) for every word index ``i`` of the uint64 array ``index`` (float64)."""
-    keys = _keys(seed, index)
-    return _uniforms(keys, step)
-
-
-def pick(logits: np.ndarray, u: np.ndarray, temperature: float = 1.0,
-         top_k: int | None = None) -> np.ndarray:
-    """The next id of each row of float logits [A, V] for its uniform ``u`` [A] (the rule of
-    the module docstring)."""
-    size = logits.shape[1]
-    return _pick(logits, u, temperature, size if top_k is None else min(top_k, size))
-
-
-def _mix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser on a uint64 array, in place (numpy wraps modulo 2**64)."""
-    z ^= z >> np.uint64(30)
-    z *= np.uint64(0xBF58476D1CE4E5B9)
-    z ^= z >> np.uint64(27)
-    z *= np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return z
-
-
-def _keys(seed: int, index: np.ndarray) -> np.ndarray:
-    """key(seed, i) for a uint64 array of word indices."""
-    base = _mix64(np.array([(int(seed) + _GOLDEN) & _MASK], np.uint64))  # (1,)
-    return _mix64(index.astype(np.uint64) ^ base)
-
-
-def _uniforms(keys: np.ndarray, step: int) -> np.ndarray:
-    z = _mix64(keys + np.uint64(((step + 1) * _GOLDEN) & _MASK))
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53  # exact: < 2**53
-
-
 def _chunks(logits_fn: LogitsFn | Stepper, chars: tuple[str, ...], context: int, n: int, seed: int,
             start: int, temperature: float, top_k: int | None, prefix: str,
             max_length: int) -> Iterator[np.ndarray]:
@@ -279,7 +135,7 @@ def _chunks(logits_fn: LogitsFn | Stepper, chars: tuple[str, ...], context: int,
         rows = min(rows_per_chunk, n - lo)
         index = np.uint64(start + lo) + np.arange(rows, dtype=np.uint64)  # (R,) word indices
         grower = _grow_steps if stepped else _grow
-        return grower(logits_fn, _keys(seed, index), begin, len(chars), context, max_length,
+        return grower(logits_fn, word_keys(seed, index), begin, len(chars), context, max_length,
                       temperature, k, share)
 
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -318,13 +174,13 @@ def _grow(logits_fn: LogitsFn, keys: np.ndarray, begin: list[int], size: int, co
     groups = _Groups(rows, size) if share else None
     end = first  # one past the last column written
     while end < first + steps and len(active):
-        u = _uniforms(keys[active], end - first)  # (A,)
+        u = keyed_uniforms(keys[active], end - first)  # (A,)
         if groups is None:
             logits = _call(logits_fn, ids[active, end - context:end], size)  # (A, V)
         else:  # one context per group: its first word's
             logits = _call(logits_fn, ids[active[groups.first], end - context:end],
                            size)[groups.of]  # (A, V)
-        nxt = _pick(logits, u, temperature, k)  # (A,)
+        nxt = choose(logits, u, temperature, k)  # (A,)
         ids[active, end] = nxt
         going = nxt != 0
         active = active[going]
@@ -400,7 +256,7 @@ def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int,
     grown = np.zeros((rows, steps), np.int64)  # (R, S) drawn ids, 0 once a word ended
     width = 1 if share else rows  # every word's prefix is the same: one state row if grouped
     state = stepper.start(width)
-    buffers = _LOCAL.__dict__.setdefault("buffers", _Buffers())  # this thread's, kept
+    buffers = thread_buffers()
     ids = np.zeros(width, np.int64)  # position 0 takes '.'
     for position, given in enumerate(begin):  # the prefix: fed, not drawn
         state = stepper.step(ids, state, position)[1]
@@ -412,7 +268,7 @@ def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int,
         while drawn < steps and len(words):
             logits, state = stepper.step(ids, state, len(begin) + drawn)
             logits = _checked(logits, len(ids), size)  # (G, V)
-            nxt = _pick(logits[groups.of], _uniforms(keys[words], drawn), temperature, k)
+            nxt = choose(logits[groups.of], keyed_uniforms(keys[words], drawn), temperature, k)
             grown[words, drawn] = nxt
             drawn += 1
             going = nxt != 0
@@ -432,7 +288,7 @@ def _grow_steps(stepper: Stepper, keys: np.ndarray, begin: list[int], size: int,
         logits, state = stepper.step(ids, state, len(begin) + drawn)
         logits = _checked(logits, len(batch), size)
         live = np.flatnonzero(growing)  # rows of the batch to draw for
-        nxt = _pick(logits[live], _uniforms(keys[batch[live]], drawn), temperature, k)
+        nxt = choose(logits[live], keyed_uniforms(keys[batch[live]], drawn), temperature, k)
         grown[batch[live], drawn] = nxt
         ids[live] = nxt
         growing[live] = nxt != 0
@@ -454,35 +310,6 @@ def _decode(grown: np.ndarray, chars: tuple[str, ...], prefix: str) -> list[str]
         return [prefix + text[row * width:row * width + size]
                 for row, size in enumerate(lengths)]
     return [text[row * width:row * width + size] for row, size in enumerate(lengths)]
-
-
-def _pick(logits: np.ndarray, u: np.ndarray, temperature: float, k: int) -> np.ndarray:
-    """Inverse-CDF choice per row from softmax((logits - max) / temperature) over the top k.
-
-    Works on the transposed (V, A) array: with a few dozen symbols and up to thousands of
-    rows, a loop over the V rows of contiguous vectors is several times faster than numpy's
-    reductions along a short last axis.
-    """
-    z = logits.T.astype(np.float64, order="C")  # (V, A)
-    if k < len(z):
-        kth = -np.partition(-z, k - 1, axis=0)[k - 1]  # (A,) the k-th largest per column
-        z[z < kth] = -np.inf  # ties at the k-th value stay in: one rule for both backends
-    z -= z.max(axis=0)  # (V, A) <= 0, the max at 0: exp cannot overflow
-    if temperature != 1.0:
-        # a tiny temperature sends every non-max entry to -inf (or -huge): the greedy choice
-        with np.errstate(over="ignore", under="ignore"):
-            z /= temperature
-    with np.errstate(under="ignore"):
-        np.exp(z, out=z)  # (V, A) unnormalised probabilities, masked -> 0
-    for i in range(1, len(z)):
-        z[i] += z[i - 1]  # (V, A) the CDF, unnormalised
-    total = z[-1]  # (A,) >= 1: the max contributes exp(0)
-    # the first index whose cdf exceeds u * total; never a zero-probability tail entry
-    target = np.minimum(u * total, np.nextafter(total, 0))  # (A,)
-    chosen = np.zeros(len(u), np.int64)  # (A,)
-    for row in z:
-        chosen += row <= target
-    return chosen
 
 
 def _call(logits_fn: LogitsFn, window: np.ndarray, size: int) -> np.ndarray:

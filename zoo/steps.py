@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.sampling import entries_so_far, write_entries
+from zoo.stepstate import entries_so_far, write_entries
 
 if TYPE_CHECKING:
     from zoo.build import Model
